@@ -1,0 +1,1 @@
+"""The copy-offload client: the Python libcopyoffload."""
