@@ -161,7 +161,16 @@ def _go_syntax_error(doc: str, exc: json.JSONDecodeError) -> str:
         where = "after object key"
     elif exc.msg.startswith("Expecting ',' delimiter"):
         where = "after object key:value pair" if "{" in doc[: exc.pos] else "after array element"
-    return "invalid character %s %s" % (json.dumps(char), where)
+    return "invalid character %s %s" % (_go_quote_char(char), where)
+
+
+def _go_quote_char(char: str) -> str:
+    """Go's ``quoteChar`` in encoding/json syntax errors: ``'x'``, ``'\\''``, ``'"'``."""
+    if char == "'":
+        return "'\\''"
+    if char == '"':
+        return "'\"'"
+    return "'%s'" % char
 
 
 def decode_copy_request(body: bytes) -> CopyRequest:
@@ -205,7 +214,7 @@ def decode_copy_request(body: bytes) -> CopyRequest:
             ok = False
         if not ok:
             kind = _json_kind(item)
-            if kind == "number":
+            if kind == "number" and want is int:
                 kind = "number %s" % json.dumps(item)
             raise WireError(
                 400,
@@ -218,7 +227,7 @@ def decode_copy_request(body: bytes) -> CopyRequest:
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError("invalid character %s looking for beginning of value" % json.dumps(name[0]))
+    raise ValueError("invalid character %s looking for beginning of value" % _go_quote_char(name[0]))
 
 
 # --------------------------------------------------------------------------- URLs and queries

@@ -1,0 +1,210 @@
+"""The Tornado application: HTTP in, driver calls, HTTP out.
+
+Handlers only translate. Every request passes the reference checks in the reference order in
+``BaseHandler.prepare`` (method 501, token 401, version 406), and every error leaves through
+``write_error`` as Go's ``http.Error`` would write it: the text, one newline, text/plain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable, List, Optional
+
+import tornado.web
+from copy_offload.client import wire
+from copy_offload.server.auth import TokenRejected, TokenVerifier
+from copy_offload.server.drivers.base import Driver
+
+log = logging.getLogger("copy_offload.server")
+
+TEXT = "text/plain; charset=utf-8"
+MAX_BODY_BYTES = 1 << 20  # a copy request is a few hundred bytes; libcopyoffload caps it at 2 KiB
+
+
+class ApiError(tornado.web.HTTPError):
+    """An HTTP error whose body is exactly ``text`` + ``\\n``."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(status, reason=None)
+        self.text = text
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")  # type: ignore[assignment]
+    method = "GET"  # the one this route accepts
+
+    def initialize(self, driver: Driver, verifier: Optional[TokenVerifier], on_shutdown: Callable[[], None]) -> None:
+        self.driver = driver
+        self.verifier = verifier
+        self.on_shutdown = on_shutdown
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", TEXT)
+        self.clear_header("Server")
+
+    def compute_etag(self) -> None:
+        return None
+
+    def prepare(self) -> None:
+        if self.request.method != self.method:
+            raise ApiError(501, wire.ERR_METHOD)
+        if self.verifier is not None:
+            try:
+                self.verifier.check_header(self.request.headers.get(wire.AUTH_HEADER))
+            except TokenRejected as exc:
+                raise ApiError(401, str(exc)) from None
+        if self.request.headers.get(wire.VERSION_HEADER) != wire.API_VERSION:
+            raise ApiError(406, wire.ERR_VERSION)
+
+    async def get(self, *args: str) -> None:
+        await self.serve()
+
+    post = delete = get
+
+    async def serve(self) -> None:
+        raise NotImplementedError
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            text = exc.text
+        elif status_code == 405:  # a verb tornado itself refused
+            self.set_status(501)
+            text = wire.ERR_METHOD
+        elif status_code == 413:
+            text = "request body too large"
+        elif isinstance(exc, tornado.web.HTTPError) and status_code < 500:
+            text = exc.reason or self._reason
+        else:
+            text = "internal server error"
+        self.set_header("Content-Type", TEXT)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.finish(wire.error_body(text))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, ApiError):
+            level = logging.WARNING if value.status_code < 500 else logging.ERROR
+            log.log(level, "%d %s %s: %s", value.status_code, self.request.method, self.request.path, value.text.strip())
+        else:
+            super().log_exception(typ, value, tb)
+
+    def reply(self, body: bytes) -> None:
+        self.finish(body)
+
+    def call_driver_error(self, exc: wire.WireError, server_error_suffix: str = "") -> ApiError:
+        text = exc.message + (server_error_suffix if exc.code >= 500 else "")
+        return ApiError(exc.code, text)
+
+
+class HelloHandler(BaseHandler):
+    async def serve(self) -> None:
+        self.reply(wire.HELLO_BODY.encode())
+
+
+class TrialHandler(BaseHandler):
+    method = "POST"
+
+    async def serve(self) -> None:
+        if len(self.request.body) > MAX_BODY_BYTES:
+            raise ApiError(413, "request body too large")
+        try:
+            request = wire.decode_copy_request(self.request.body)
+            request.validate()
+        except wire.WireError as exc:
+            raise ApiError(exc.code, exc.message) from None
+        try:
+            name = await self.driver.submit(request)
+        except wire.WireError as exc:
+            # The reference wraps create/drive failures as "<msg>\n" before http.Error's "\n".
+            raise self.call_driver_error(exc, "\n") from None
+        log.info("copy %s: %s -> %s", name, request.sourcePath, request.destinationPath)
+        self.reply(wire.trial_body(name))
+
+
+class ListHandler(BaseHandler):
+    async def serve(self) -> None:
+        self.reply(wire.list_body(self.driver.active()))
+
+
+class StatusHandler(BaseHandler):
+    _waiter: Optional[asyncio.Task[Any]] = None
+
+    async def serve(self) -> None:
+        name = wire.request_name(self.request.path)
+        try:
+            max_wait = wire.parse_max_wait(self.request.query)
+        except wire.WireError as exc:
+            raise ApiError(exc.code, exc.message) from None
+        self._waiter = asyncio.ensure_future(self.driver.status(name, max_wait))
+        try:
+            document = await self._waiter
+        except asyncio.CancelledError:
+            return  # the client went away while waiting
+        except wire.WireError as exc:
+            text = exc.message if exc.code < 500 else "unable to get request: %s\n" % exc.message
+            raise ApiError(exc.code, text) from None
+        self.reply(wire.go_json(document))
+
+    def on_connection_close(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.cancel()
+
+
+class CancelHandler(BaseHandler):
+    method = "DELETE"
+
+    async def serve(self) -> None:
+        name = wire.request_name(self.request.path)
+        if not await self.driver.cancel(name):
+            raise ApiError(404, wire.ERR_CANCEL_PREFIX + wire.ERR_REQUEST_NOT_FOUND)
+        log.info("cancelled %s", name)
+        self.reply(b"")
+
+
+class ShutdownHandler(BaseHandler):
+    method = "POST"
+
+    async def serve(self) -> None:
+        if self.driver.active():
+            raise ApiError(409, wire.ERR_SHUTDOWN_BUSY)
+        log.info("Server shutting down")
+        self.reply(wire.SHUTDOWN_BODY.encode())
+        self.on_shutdown()
+
+
+class NotFoundHandler(BaseHandler):
+    def prepare(self) -> None:
+        path = self.request.path
+        if path + "/" in (wire.STATUS_PREFIX, wire.CANCEL_PREFIX):
+            # Go's ServeMux redirects a subtree root without its slash.
+            self.set_status(301)
+            self.set_header("Location", path + "/")
+            self.finish()
+            return
+        raise ApiError(404, wire.ERR_NOT_FOUND_PAGE)
+
+
+def make_app(driver: Driver, verifier: Optional[TokenVerifier], on_shutdown: Callable[[], None]) -> tornado.web.Application:
+    deps = {"driver": driver, "verifier": verifier, "on_shutdown": on_shutdown}
+    routes: List[Any] = [
+        (wire.HELLO, HelloHandler, deps),
+        (wire.TRIAL, TrialHandler, deps),
+        (wire.LIST, ListHandler, deps),
+        (wire.SHUTDOWN, ShutdownHandler, deps),
+        (wire.STATUS_PREFIX + ".*", StatusHandler, deps),
+        (wire.CANCEL_PREFIX + ".*", CancelHandler, deps),
+    ]
+    return tornado.web.Application(
+        routes,
+        default_handler_class=NotFoundHandler,
+        default_handler_args=deps,
+        log_function=_log_request,
+    )
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    status = handler.get_status()
+    level = logging.DEBUG if status < 400 else logging.INFO
+    log.log(level, "%d %s %s %.1fms", status, handler.request.method, handler.request.path,
+            1000.0 * handler.request.request_time())

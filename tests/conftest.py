@@ -1,0 +1,39 @@
+"""Shared fixtures: TLS material and tokens, and real server processes on loopback."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
+
+import pytest
+from support import Material, ServerProcess, server_args
+
+
+@pytest.fixture(scope="session")
+def material(tmp_path_factory: pytest.TempPathFactory) -> Material:
+    return Material(str(tmp_path_factory.mktemp("material")))
+
+
+@pytest.fixture
+def server_factory(material: Material) -> Iterator[Callable[..., ServerProcess]]:
+    """Start servers: ``server_factory(driver="mock", tls=True, token=True, extra=[...], env={...})``."""
+    started: List[ServerProcess] = []
+
+    def start(driver: str = "mock", *, tls: bool = True, token: bool = True, extra: Sequence[str] = (),
+              env: Optional[Dict[str, str]] = None) -> ServerProcess:
+        environment = dict(os.environ)
+        environment.update(env or {})
+        args = server_args(material, tls=tls, token=token, extra=["--driver", driver, *extra])
+        server = ServerProcess(args=args, env=environment, tls=tls, material=material).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def mock_server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    """The reference mock mode with TLS and a token, as the reference e2e runs it."""
+    return server_factory("mock")
