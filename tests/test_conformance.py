@@ -213,9 +213,9 @@ def test_tls_13_only(mock_server):
 
     context = ssl.create_default_context(cafile=mock_server.material.cert)
     context.maximum_version = ssl.TLSVersion.TLSv1_2
-    with socket.create_connection(("127.0.0.1", mock_server.port), timeout=5) as raw:
-        with pytest.raises(ssl.SSLError):
-            context.wrap_socket(raw, server_hostname="127.0.0.1")
+    with socket.create_connection(("127.0.0.1", mock_server.port), timeout=5) as raw, \
+            pytest.raises(ssl.SSLError):
+        context.wrap_socket(raw, server_hostname="127.0.0.1")
 
 
 def test_plain_http_and_no_token(server_factory):
