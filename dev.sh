@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# One entry point for a fresh clone: `bash dev.sh demo` sets everything up and runs the main job,
+# `bash dev.sh test` runs the test suite. Both create .venv and install the project when needed.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$PWD
+VENV=${VENV:-$ROOT/.venv}
+STATE=${COPY_OFFLOAD_DEV_STATE:-$ROOT/.state}
+PY=${PYTHON:-python3}
+
+setup() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "== creating $VENV"
+        "$PY" -m venv "$VENV"
+    fi
+    if ! "$VENV/bin/python" -c "import copy_offload.server, pytest, tornado" 2>/dev/null \
+        || [ pyproject.toml -nt "$VENV/.installed" ]; then
+        echo "== installing flux-copy-offload[test] (editable)"
+        "$VENV/bin/python" -m pip install -q --upgrade pip
+        "$VENV/bin/python" -m pip install -q -e ".[test]"
+        touch "$VENV/.installed"
+    fi
+}
+
+material() {
+    # Development TLS material, token key and token, made by our own admin tool (files 0600).
+    mkdir -p "$STATE"
+    chmod 700 "$STATE"
+    if [ ! -s "$STATE/tls/tls.crt" ]; then
+        "$VENV/bin/copy-offload-admin" tls --host localhost --host 127.0.0.1 --out "$STATE/tls"
+    fi
+    if [ ! -s "$STATE/token.key" ]; then
+        "$VENV/bin/copy-offload-admin" token-key --out "$STATE/token.key"
+    fi
+    "$VENV/bin/copy-offload-admin" token --key "$STATE/token.key" --out "$STATE/token" --force
+}
+
+demo() {
+    setup
+    material
+    local data="$STATE/demo"
+    rm -rf "$data/dst"
+    mkdir -p "$data/src/nested/deeper" "$data/dst"
+    echo "== generating demo data in $data/src (256 MiB + a small tree)"
+    if [ ! -s "$data/src/big.bin" ]; then
+        head -c $((256 * 1024 * 1024)) /dev/urandom > "$data/src/big.bin"
+    fi
+    for i in $(seq 1 200); do echo "file $i" > "$data/src/nested/f$i.txt"; done
+    : > "$data/src/nested/deeper/empty"
+    local log="$STATE/server.log"
+    local port=${PORT:-4000}
+    echo "== starting copy-offload-server (local driver, TLS, token) on 127.0.0.1:$port; log in $log"
+    "$VENV/bin/copy-offload-server" -addr "127.0.0.1:$port" -cert "$STATE/tls/tls.crt" -cakey "$STATE/tls/tls.key" \
+        -tokenkey "$STATE/token.key" --driver local --allow-root "$data" --state-dir "$STATE/server" \
+        >"$log" 2>&1 &
+    local pid=$!
+    trap 'kill $pid 2>/dev/null || true' EXIT
+    export NNF_CONTAINER_LAUNCHER=127.0.0.1 NNF_CONTAINER_PORTS=$port
+    DW_WORKFLOW_TOKEN=$(cat "$STATE/token")
+    export DW_WORKFLOW_TOKEN
+    local co=("$VENV/bin/copy-offload" --ca "$STATE/tls/tls.crt")
+    for _ in $(seq 1 50); do "${co[@]}" hello >/dev/null 2>&1 && break; sleep 0.2; done
+    "${co[@]}" hello
+    echo "== copy $data/src -> $data/dst (the client long-polls the server for progress)"
+    "${co[@]}" copy "$data/src" "$data/dst" --wait
+    echo "== verify"
+    diff -r "$data/src" "$data/dst/src" && echo "destination matches the source byte for byte"
+    "${co[@]}" shutdown
+    wait "$pid" && echo "== server exited cleanly"
+    trap - EXIT
+}
+
+run_tests() {
+    setup
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/python" -m pytest -q "$@"
+}
+
+case "${1:-}" in
+    setup) setup ;;
+    demo) demo ;;
+    test) shift; run_tests "$@" ;;
+    *) echo "usage: bash dev.sh demo | test [pytest args] | setup" >&2; exit 2 ;;
+esac
