@@ -7,9 +7,8 @@ import ast
 import asyncio
 import pathlib
 
-import pytest
-
 import copy_offload.client as co
+import pytest
 from copy_offload.client import discover
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
