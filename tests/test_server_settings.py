@@ -1,0 +1,76 @@
+"""Server start-up: reference flags in both dash styles, the NNF pod's variables as defaults, and
+clear one-line errors (exit 1 or 2) for what would stop it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from copy_offload.server.settings import SettingsError, parse_settings
+
+
+def test_flags_single_and_double_dash():
+    s = parse_settings(["-addr", "127.0.0.1:5000", "--cert", "c.pem", "-cakey=k.pem", "--tokenkey", "t.pem",
+                        "-skip-tls", "--skip-token", "-mock"], env={})
+    assert (s.host, s.port, s.cert, s.key, s.token_key) == ("127.0.0.1", 5000, "c.pem", "k.pem", "t.pem")
+    assert s.skip_tls and s.skip_token and s.driver == "mock"
+
+
+def test_pod_environment_fills_defaults():
+    env = {"TLS_CERT_PATH": "/etc/usercontainer-tls/tls.crt", "TLS_KEY_PATH": "/etc/usercontainer-tls/tls.key",
+           "TOKEN_KEY_PATH": "/etc/usercontainer-token/token.key", "NNF_CONTAINER_PORTS": "5123,5124",
+           "DW_WORKFLOW_NAME": "fluxjob-1", "DW_WORKFLOW_NAMESPACE": "default", "NNF_NODE_NAME": "rabbit-1"}
+    s = parse_settings([], env=env)
+    assert (s.host, s.port) == ("", 5123)
+    assert (s.cert, s.key, s.token_key) == (env["TLS_CERT_PATH"], env["TLS_KEY_PATH"], env["TOKEN_KEY_PATH"])
+    assert (s.workflow_name, s.workflow_namespace, s.node_name, s.driver) == ("fluxjob-1", "default", "rabbit-1", "local")
+    # A flag still wins over the pod's variable.
+    assert parse_settings(["-cert", "mine.pem"], env=env).cert == "mine.pem"
+
+
+def test_reference_defaults():
+    s = parse_settings([], env={})
+    assert (s.host, s.port, s.cert, s.key, s.token_key) == ("localhost", 4000, "cert.pem", "key.pem", "token_key.pem")
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["-addr", "nohost"], "HOST:PORT"),
+    (["-addr", "h:http"], "port must be a number"),
+    (["-addr", "h:70000"], "0..65535"),
+    (["-mock", "--driver", "local"], "conflicts"),
+    (["--workers", "0"], "positive"),
+])
+def test_bad_settings(argv, text):
+    with pytest.raises(SettingsError, match=text):
+        parse_settings(argv, env={})
+
+
+def _run(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "copy_offload.server", "-addr", "127.0.0.1:0", *args],
+                          capture_output=True, text=True, timeout=30, env=env)
+
+
+def test_startup_errors_are_one_clear_line(material, tmp_path):
+    r = _run("-cert", str(tmp_path / "absent.crt"), "-cakey", material.key, "-tokenkey", material.token_key, "-mock")
+    assert r.returncode == 1 and "Error loading certificate and key file" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = _run("-skip-tls", "-tokenkey", str(tmp_path / "absent.key"), "-mock")
+    assert r.returncode == 1 and "unable to read back the key file" in r.stderr
+    nopem = tmp_path / "nopem.key"
+    nopem.write_text("not a pem file\n")
+    r = _run("-skip-tls", "-tokenkey", str(nopem), "-mock")
+    assert r.returncode == 1 and "unable to decode PEM key for token" in r.stderr
+    r = _run("-skip-tls", "-skip-token")
+    assert r.returncode == 1 and "--allow-root" in r.stderr
+    r = _run("-skip-tls", "-skip-token", "--driver", "bogus")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+    for text in (r.stderr,):
+        assert "Traceback" not in text
+
+
+def test_port_in_use(server_factory, material):
+    server = server_factory("mock", tls=False, token=False)
+    r = subprocess.run([sys.executable, "-m", "copy_offload.server", "-addr", "127.0.0.1:%d" % server.port,
+                        "-skip-tls", "-skip-token", "-mock"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "cannot listen on 127.0.0.1:%d" % server.port in r.stderr
