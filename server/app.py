@@ -136,9 +136,12 @@ class StatusHandler(BaseHandler):
             max_wait = wire.parse_max_wait(self.request.query)
         except wire.WireError as exc:
             raise ApiError(exc.code, exc.message) from None
-        self._waiter = asyncio.ensure_future(self.driver.status(name, max_wait))
         try:
-            document = await self._waiter
+            if max_wait == 0:
+                document = await self.driver.status(name, 0)
+            else:  # a long-poll: cancellable if the client goes away
+                self._waiter = asyncio.ensure_future(self.driver.status(name, max_wait))
+                document = await self._waiter
         except asyncio.CancelledError:
             return  # the client went away while waiting
         except wire.WireError as exc:
