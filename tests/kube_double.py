@@ -941,6 +941,20 @@ class KubeDouble:
         status["status"] = "Success"
         return status
 
+    def watch_precheck(self, r: Dict[str, Any], query: Dict[str, str]) -> None:
+        """Raise the ApiError a watch request gets before any event (bad selector, 400; 410)."""
+        self._selected(r["rt"], r["namespace"], query)
+        rv_text = query.get("resourceVersion") or ""
+        if rv_text in ("", "0"):
+            return
+        try:
+            start_rv = int(rv_text)
+        except ValueError:
+            raise ApiError(400, "invalid resource version: %s" % rv_text) from None
+        with self.store.cond:
+            if start_rv < self.store.compacted:
+                raise ApiError(410, "too old resource version: %d (%d)" % (start_rv, self.store.compacted), reason="Expired")
+
     def watch_events(self, r: Dict[str, Any], query: Dict[str, str]) -> Iterator[dict]:
         """Yield watch events (dicts) for a watch request until timeout, close_watches() or stop()."""
         rt, version, ns = r["rt"], r["version"], r["namespace"]
@@ -1119,13 +1133,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send_json(code, doc)
 
     def _stream_watch(self, info: Dict[str, Any], query: Dict[str, str]) -> None:
+        # Like a real API server, answer the headers at once (before any event), so a client
+        # blocked on a quiet watch is reading the body and can be interrupted there.
         double = self.server.double
-        events = double.watch_events(info, query)
         try:
-            first = next(events, None)
+            double.watch_precheck(info, query)
+            events: Iterator[dict] = double.watch_events(info, query)
         except ApiError as err:
             if err.code == 410 and not double.watch_gone_as_http:
-                first, events = {"type": "ERROR", "object": err.body}, iter(())
+                events = iter([{"type": "ERROR", "object": err.body}])
             else:
                 self._send_json(err.code, err.body)
                 return
@@ -1135,10 +1151,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         try:
             self.wfile.flush()
-            if first is not None:
-                self._chunk(json.dumps(first).encode() + b"\n")
+            try:
                 for event in events:
                     self._chunk(json.dumps(event).encode() + b"\n")
+            except ApiError as err:  # compacted between the check and the first event
+                self._chunk(json.dumps({"type": "ERROR", "object": err.body}).encode() + b"\n")
             self._chunk(b"")
         except OSError:
             self.close_connection = True

@@ -1,0 +1,70 @@
+"""What a job's ``#DW`` directives ask for, read from ``attributes.system.dw``.
+
+The service needs one fact from the directives: did the job ask for a Workflow token? nnf-sos
+creates the token Secret when a directive says ``requires=copy-offload`` or
+``requires=user-container-auth`` (and a ``#DW container`` directive is processed), so only then
+is a missing token an error. The jobtap plugin does the same parsing in C for its submit-time
+checks; this module is the reference for that logic.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, List, Set
+
+COPY_OFFLOAD = "copy-offload"
+USER_CONTAINER_AUTH = "user-container-auth"
+TOKEN_WORDS = frozenset({COPY_OFFLOAD, USER_CONTAINER_AUTH})
+
+_SPLIT = re.compile(r"(?=#DW\s)")
+
+
+class DirectiveError(ValueError):
+    """The dw attribute has the wrong shape."""
+
+
+def split_directives(dw: Any) -> List[str]:
+    """Return the directives of a dw attribute (a string or a list of strings).
+
+    One string may hold several directives (flux-coral2 splits on ``#DW ``), so both forms
+    are split the same way. Raises DirectiveError for any other type.
+    """
+    if isinstance(dw, str):
+        parts = [dw]
+    elif isinstance(dw, list) and all(isinstance(x, str) for x in dw):
+        parts = dw
+    else:
+        raise DirectiveError("attributes.system.dw must be a string or a list of strings")
+    out = []
+    for part in parts:
+        out.extend(d.strip() for d in _SPLIT.split(part) if d.strip())
+    return out
+
+
+def requires(directives: List[str]) -> Set[str]:
+    """All words of every ``requires=a,b`` argument."""
+    words: Set[str] = set()
+    for d in directives:
+        for tok in d.split():
+            if tok.startswith("requires="):
+                words.update(w for w in tok[len("requires="):].split(",") if w)
+    return words
+
+
+def has_container(directives: List[str]) -> bool:
+    """True when one directive is ``#DW container ...``."""
+    return any(d.split()[1:2] == ["container"] for d in directives)
+
+
+def wants_token(dw: Any) -> bool:
+    """True when the directives make nnf-sos create a Workflow token."""
+    if dw is None:
+        return False
+    return bool(requires(split_directives(dw)) & TOKEN_WORDS)
+
+
+def asks_copy_offload(dw: Any) -> bool:
+    """True when a directive says ``requires=copy-offload``."""
+    if dw is None:
+        return False
+    return COPY_OFFLOAD in requires(split_directives(dw))

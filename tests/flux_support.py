@@ -1,0 +1,101 @@
+"""Helpers for the Flux-side tests: Workflow and Secret objects, a recording handle, a loop.
+
+The recording handle stands in for a Flux handle with the two methods the service uses
+(``respond`` and ``respond_error``); the Kubernetes side is the real client against
+tests/kube_double.py over HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from kube_double import DWS
+
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyLWNvbnRhaW5lciJ9.c2lnbmF0dXJl"
+UID = 1001
+CO_DW = ["#DW jobdw type=gfs2 capacity=10GiB name=my-storage requires=copy-offload",
+         "#DW container name=copyoff-container profile=copy-offload-default "
+         "DW_JOB_my_storage=my-storage"]
+PLAIN_DW = ["#DW jobdw type=xfs capacity=1GiB name=scratch"]
+ENV = {"DW_JOB_my_storage": "/mnt/nnf/abc-0", "NNF_CONTAINER_PORTS": "5000",
+       "NNF_CONTAINER_LAUNCHER": "rabbit-01"}
+
+
+def workflow(jobid: int, *, state: str = "PreRun", ready: bool = True,
+             status: str = "Completed", env: Optional[Dict[str, str]] = None,
+             token: bool = True, userid: int = UID, dw: Optional[List[str]] = None,
+             message: str = "", namespace: str = "default",
+             version: str = "v1alpha7") -> Dict[str, Any]:
+    """A Workflow object as nnf-sos leaves it (``fluxjob-<jobid>``)."""
+    name = f"fluxjob-{jobid}"
+    st: Dict[str, Any] = {"state": state, "ready": ready, "status": status,
+                          "env": dict(ENV if env is None else env), "message": message}
+    if token:
+        st["workflowToken"] = {"secretName": f"{name}-token", "secretNamespace": namespace}
+        st["requires"] = ["copy-offload", "container-auth"]
+    return {
+        "apiVersion": f"{DWS}/{version}", "kind": "Workflow",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"desiredState": state, "wlmID": "flux", "jobID": str(jobid), "userID": userid,
+                 "groupID": userid, "dwDirectives": list(CO_DW if dw is None else dw)},
+        "status": st,
+    }
+
+
+def token_secret(jobid: int, token: str = TOKEN, namespace: str = "default") -> Dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": f"fluxjob-{jobid}-token", "namespace": namespace},
+            "data": {"token": base64.b64encode(token.encode()).decode()}}
+
+
+def set_status(**fields: Any) -> Callable[[dict], None]:
+    """A ``KubeDouble.modify`` function that updates status fields."""
+    def fn(obj: dict) -> None:
+        obj.setdefault("status", {}).update(fields)
+        if "state" in fields:
+            obj["spec"]["desiredState"] = fields["state"]
+    return fn
+
+
+@dataclass
+class Msg:
+    """A stand-in request message: only identity matters to the service."""
+
+    tag: str
+
+
+@dataclass
+class RecordingHandle:
+    """The replier side of a Flux handle: records every respond and respond_error."""
+
+    replies: List[tuple] = field(default_factory=list)
+
+    def respond(self, msg: Any, payload: Any = None) -> None:
+        self.replies.append(("ok", msg, payload))
+
+    def respond_error(self, msg: Any, errnum: int, text: str) -> None:
+        self.replies.append(("error", msg, errnum, text))
+
+    def for_msg(self, msg: Any) -> List[tuple]:
+        return [r for r in self.replies if r[1] is msg]
+
+    def one(self, msg: Any) -> tuple:
+        got = self.for_msg(msg)
+        assert len(got) == 1, f"expected one reply to {msg}, got {got}"
+        return got[0]
+
+
+def drive(rt: Any, until: Callable[[], bool], timeout: float = 5.0) -> float:
+    """Run the runtime's queue (as the reactor would) until ``until()``; returns seconds taken."""
+    t0 = time.monotonic()
+    while not until():
+        left = timeout - (time.monotonic() - t0)
+        assert left > 0, "timed out driving the service"
+        deadline = rt.next_deadline()
+        wait = min(left, 0.05 if deadline is None else max(deadline - time.monotonic(), 0))
+        rt.queue.wait(wait)
+        rt.run_queued()
+    return time.monotonic() - t0
