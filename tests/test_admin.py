@@ -166,6 +166,12 @@ def test_usage_errors_exit_2():
         assert "usage:" in proc.stderr
 
 
+def test_local_rabbit_all_cannot_write(sysconf_file, tmp_path):
+    proc = run_cli("local-rabbit", "--systemconfiguration", str(sysconf_file), "--all", "--write", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "--write needs one compute node" in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_help_names_every_command():
     proc = run_cli("--help")
     assert proc.returncode == 0
