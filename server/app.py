@@ -84,7 +84,8 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ApiError):
-            level = logging.WARNING if value.status_code < 500 else logging.ERROR
+            # A 501 is a client's wrong method, not a failure of ours.
+            level = logging.WARNING if value.status_code < 500 or value.status_code == 501 else logging.ERROR
             log.log(level, "%d %s %s: %s", value.status_code, self.request.method, self.request.path, value.text.strip())
         else:
             super().log_exception(typ, value, tb)
