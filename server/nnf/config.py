@@ -1,0 +1,130 @@
+"""What the nnf driver needs from its environment: variables, Kubernetes config, settings.
+
+The NNF user container gets ``NNF_NODE_NAME``, ``DW_WORKFLOW_NAME``, ``DW_WORKFLOW_NAMESPACE``
+and ``ENVIRONMENT`` from nnf-sos; the reference exits when one is missing, and so do we, with
+one message naming all of them. ``NNF_REST_CONFIG_QPS``/``_BURST`` optionally rate-limit the
+client as in the reference.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional
+
+from copy_offload.server.nnf.kube import KubeSettings
+
+REQUIRED_ENV = ("NNF_NODE_NAME", "DW_WORKFLOW_NAME", "DW_WORKFLOW_NAMESPACE", "ENVIRONMENT")
+
+NNF_VERSIONS = ("v1alpha11", "v1alpha10", "v1alpha9", "v1alpha8")
+DWS_VERSIONS = ("v1alpha7", "v1alpha6")
+LUSTRE_VERSIONS = ("v1beta1", "v1alpha1")
+
+
+class NnfStartupError(RuntimeError):
+    """The nnf driver cannot start; the text says what to fix (the server prints it, exit 1)."""
+
+
+def missing_environment(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """None when the environment is complete, else one message naming every problem."""
+    env = os.environ if environ is None else environ
+    problems = []
+    missing = [name for name in REQUIRED_ENV if not env.get(name)]
+    if missing:
+        problems.append(
+            "the nnf driver needs these environment variables, which nnf-sos sets in the copy-offload "
+            "user container: missing %s" % ", ".join(missing)
+        )
+    for name, kind in (("NNF_REST_CONFIG_QPS", float), ("NNF_REST_CONFIG_BURST", int)):
+        value = env.get(name)
+        if value is not None:
+            try:
+                if kind(value) <= 0:
+                    raise ValueError
+            except ValueError:
+                problems.append("invalid value for %s: %r (a positive %s)" % (name, value, kind.__name__))
+    return "; ".join(problems) or None
+
+
+def kube_settings_from_env(environ: Optional[Mapping[str, str]] = None, base: Optional[KubeSettings] = None) -> KubeSettings:
+    env = os.environ if environ is None else environ
+    settings = base or KubeSettings()
+    if env.get("NNF_REST_CONFIG_QPS"):
+        settings.qps = float(env["NNF_REST_CONFIG_QPS"])
+    if env.get("NNF_REST_CONFIG_BURST"):
+        settings.burst = int(env["NNF_REST_CONFIG_BURST"])
+    return settings
+
+
+def load_kube_configuration(kubeconfig: Optional[str], environ: Optional[Mapping[str, str]] = None) -> Any:
+    """A ``kubernetes.client.Configuration``: ``kubeconfig`` if given, else in-cluster, else
+    ``$KUBECONFIG`` (or ``~/.kube/config``). Blocking file reads: call it off the event loop."""
+    from kubernetes import client, config
+
+    env = os.environ if environ is None else environ
+    cfg = client.Configuration()
+    try:
+        if kubeconfig:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+            source = kubeconfig
+        elif env.get("KUBERNETES_SERVICE_HOST") and env.get("KUBERNETES_SERVICE_PORT"):
+            config.load_incluster_config(client_configuration=cfg)
+            source = "the pod's service account (in-cluster)"
+        else:
+            path = env.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+            config.load_kube_config(config_file=path, client_configuration=cfg)
+            source = path
+    except (config.ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
+        raise NnfStartupError("unable to load the Kubernetes configuration: %s" % exc) from None
+    cfg.copy_offload_source = source  # for the startup log line
+    return cfg
+
+
+@dataclass
+class NnfSettings:
+    """Knobs of the nnf driver; defaults suit production, tests shrink the timings."""
+
+    kube: KubeSettings = field(default_factory=KubeSettings)
+    mpi_hostfile: str = "/etc/mpi/hostfile"
+    """mpi-operator's hostfile on the launcher: the Rabbits of a Lustre copy."""
+    hostfile_dir: str = field(default_factory=tempfile.gettempdir)
+    """Where each request's ``dm-XXXX/hostfile`` directory is made."""
+    environment: str = ""
+    """``ENVIRONMENT`` (``kind`` accepts a symbolic link as a directory, as the reference)."""
+    use_setpriv: Optional[bool] = None
+    """Substitute the profile's ``setprivCommand`` for ``$SETPRIV``; None = only when root."""
+    command_timeout: Optional[float] = None
+    """Seconds for a stat/mkdir command (``NNF_COMMAND_TIMEOUT_SECONDS``); None = 300."""
+    cancel_wait: float = 10.0
+    """How long a cancel waits for the request to record its end before answering."""
+    output_limit: int = 64 * 1024
+    """Characters of command output kept for ``status.message`` (first/last lines win)."""
+    status_conflict_retries: int = 10
+    """Refetch-and-retry rounds for a status write that meets 409 Conflict."""
+    completed_memory: int = 10000
+    """Completed request names remembered for cancel-after-completion."""
+
+    @classmethod
+    def from_extra(cls, extra: Dict[str, Any], environ: Optional[Mapping[str, str]] = None) -> NnfSettings:
+        env = os.environ if environ is None else environ
+        settings = extra.get("settings")
+        if not isinstance(settings, NnfSettings):
+            settings = cls()
+        for key in list(extra):
+            if key != "settings" and hasattr(settings, key) and key != "kube":
+                setattr(settings, key, extra[key])
+        if isinstance(extra.get("kube_settings"), KubeSettings):
+            settings.kube = extra["kube_settings"]
+        if not settings.environment:
+            settings.environment = env.get("ENVIRONMENT", "")
+        if settings.command_timeout is None:
+            raw = env.get("NNF_COMMAND_TIMEOUT_SECONDS")
+            try:
+                settings.command_timeout = float(raw) if raw and float(raw) > 0 else 300.0
+            except ValueError:
+                settings.command_timeout = 300.0
+        if settings.use_setpriv is None:
+            settings.use_setpriv = hasattr(os, "getuid") and os.getuid() == 0
+        kube_settings_from_env(env, settings.kube)
+        return settings

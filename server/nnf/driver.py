@@ -1,0 +1,389 @@
+"""The ``nnf`` driver: copy-offload requests as NnfDataMovement resources on a Rabbit node.
+
+The reference's real mode (spec §3, nnf-dm ``daemons/copy-offload/pkg/driver``) on asyncio:
+``submit`` plans the request from the Workflow, ClientMounts, SystemConfiguration,
+LustreFileSystems and profiles, writes the hostfile, prepares the destination, creates the
+NnfDataMovement, records its start and starts the command, and answers only then. ``status``
+reads the resource. The request name is ``<namespace>--<name>``.
+
+Where we differ from the reference, on purpose (docs/nnf-driver.md):
+  * a name without ``--`` is a 404, not a crash;
+  * the resource name is chosen here (``generateName`` plus the same five random characters the
+    API server would pick), so a create that timed out can be retried without making a second
+    NnfDataMovement (and a second copy);
+  * a request that fails after its resource exists leaves it ``Finished``/``Failed``, never a
+    resource nobody runs; on start, resources of this Workflow left unfinished by a previous
+    server process are marked ``Finished``/``Failed`` (``restart`` message), so NNF's PostRun
+    never waits for them;
+  * ``status`` never waits for a request this process is not running (it would never finish);
+  * transient API errors are retried with backoff, status writes survive 409 Conflicts, and no
+    Kubernetes call or command runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import copy
+import logging
+import shutil
+from typing import Any, Dict, List, Optional
+
+from copy_offload.client import wire
+from copy_offload.client.wire import CopyRequest, RequestState, WireError
+from copy_offload.server.drivers.base import Completions, Driver
+from copy_offload.server.nnf.command import (
+    build_dm_command,
+    hostfile_slots,
+    hostfile_text,
+    write_hostfile,
+)
+from copy_offload.server.nnf.config import (
+    DWS_VERSIONS,
+    LUSTRE_VERSIONS,
+    NNF_VERSIONS,
+    NnfSettings,
+    NnfStartupError,
+    load_kube_configuration,
+    missing_environment,
+)
+from copy_offload.server.nnf.job import CopyJob, StatusWriter, now
+from copy_offload.server.nnf.kube import Kube, KubeAlreadyExists, KubeError, KubeNotFound
+from copy_offload.server.nnf.lookup import (
+    INITIATOR,
+    NAME_BASE,
+    WF_NAME,
+    WF_NAMESPACE,
+    Kinds,
+    Planner,
+    profile_data,
+    random_name,
+)
+from copy_offload.server.nnf.prepare import DestinationPreparer
+from copy_offload.server.nnf.progress import micro_time, parse_duration, parse_time
+
+__all__ = ["NnfDriver", "NnfStartupError", "create_nnf_driver", "missing_environment"]
+
+log = logging.getLogger("copy_offload.server.nnf")
+
+RESTART_MESSAGE = (
+    "the copy-offload server restarted while this request was in progress; its copy was stopped "
+    "and did not complete"
+)
+CREATE_NAME_TRIES = 5
+
+
+class NnfDriver(Driver):
+    """Copy-offload requests as NnfDataMovements; one instance per server process."""
+
+    name = "nnf"
+
+    def __init__(self, kube: Kube, kinds: Kinds, *, workflow_name: str, workflow_namespace: str, node_name: str,
+                 settings: Optional[NnfSettings] = None) -> None:
+        self.kube = kube
+        self.kinds = kinds
+        self.workflow_name = workflow_name
+        self.workflow_namespace = workflow_namespace
+        self.node_name = node_name
+        self.settings = settings or NnfSettings()
+        self.planner = Planner(kube, kinds, workflow_name=workflow_name, workflow_namespace=workflow_namespace,
+                               node_name=node_name, mpi_hostfile=self.settings.mpi_hostfile)
+        self._jobs: Dict[str, CopyJob] = {}
+        self._tasks: Dict[str, asyncio.Task[Any]] = {}
+        self._completions = Completions()
+        self._completed: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._started = False
+        self.recovered: List[str] = []
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Mark this Workflow's unfinished requests of an earlier server process as failed (once)."""
+        if self._started:
+            return
+        self._started = True
+        selector = "%s=%s,%s=%s,%s" % (WF_NAME, self.workflow_name, WF_NAMESPACE, self.workflow_namespace, INITIATOR)
+        try:
+            leftovers = await self.kube.list(self.kinds.nnfdatamovements, None, selector)
+        except KubeError as exc:
+            log.error("restart recovery skipped: cannot list NnfDataMovements: %s", exc)
+            return
+        for dm in leftovers:
+            meta, status = dm.get("metadata") or {}, dm.get("status") or {}
+            if not str(meta.get("name", "")).startswith(NAME_BASE) or status.get("state") == "Finished":
+                continue
+            if (meta.get("labels") or {}).get(INITIATOR) in ("copy_in", "copy_out"):
+                continue
+            name = "%s--%s" % (meta.get("namespace"), meta.get("name"))
+            stamp = micro_time(now())
+
+            def mutate(st: Dict[str, Any], stamp: str = stamp) -> None:
+                st.setdefault("startTime", stamp)
+                st["endTime"] = stamp
+                st["state"] = "Finished"
+                st["status"] = "Failed"
+                st["message"] = RESTART_MESSAGE
+                st["error"] = {"userMessage": RESTART_MESSAGE, "debugMessage": RESTART_MESSAGE, "type": "Internal", "severity": "Fatal"}
+
+            writer = StatusWriter(self.kube, self.kinds.nnfdatamovements, dm, self.settings.status_conflict_retries)
+            try:
+                if await writer.write(mutate):
+                    self.recovered.append(name)
+                    log.warning("%s: left unfinished by a previous server process; marked Finished/Failed", name)
+            except KubeError as exc:
+                log.error("%s: cannot mark it failed after a restart: %s", name, exc)
+
+    async def close(self) -> None:
+        """Stop what still runs (the server refuses shutdown while requests are active), then let go."""
+        for job in list(self._jobs.values()):
+            job.cancel()
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.settings.cancel_wait)
+        await self.kube.close()
+
+    # ----------------------------------------------------------------- submit
+
+    async def submit(self, request: CopyRequest) -> str:
+        request.validate()
+        try:
+            dm, profile = await self.planner.build(request)
+            data = profile_data(profile)
+            nodes = await self.planner.storage_nodes(dm)
+            hosts = await self.planner.worker_hosts(nodes, dm)
+        except KubeError as exc:
+            raise WireError(500, str(exc)) from None
+        slots, max_slots = hostfile_slots(data, dm)
+        loop = asyncio.get_running_loop()
+        try:
+            hostfile = await loop.run_in_executor(None, write_hostfile, hostfile_text(hosts, slots, max_slots), self.settings.hostfile_dir)
+        except OSError as exc:
+            raise WireError(500, "failed to create directory for MPI hostfile: %s" % exc) from None
+        keep_hostfile = False
+        try:
+            await DestinationPreparer(self.kube, self.kinds, data, dm, hostfile, use_setpriv=bool(self.settings.use_setpriv),
+                                      environment=self.settings.environment, timeout=self.settings.command_timeout).run()
+            command = build_dm_command(data, hostfile, dm)
+            created = await self._create(dm)
+            name = "%s--%s" % (created["metadata"]["namespace"], created["metadata"]["name"])
+            writer = StatusWriter(self.kube, self.kinds.nnfdatamovements, created, self.settings.status_conflict_retries)
+            job = CopyJob(name=name, command=command, profile_data=data, user_config=dm["spec"].get("userConfig") or {},
+                          writer=writer, output_limit=self.settings.output_limit)
+            try:
+                await job.write_start()
+            except KubeError as exc:
+                await self._abandon(writer, "unable to record the start of the request: %s" % exc)
+                raise WireError(500, str(exc)) from None
+            self._jobs[name] = job
+            await job.spawn()
+            self._tasks[name] = asyncio.ensure_future(self._drive(job, hostfile))
+            keep_hostfile = True
+        except KubeError as exc:
+            raise WireError(500, str(exc)) from None
+        finally:
+            if not keep_hostfile:
+                await loop.run_in_executor(None, _remove_hostfile_dir, hostfile)
+        log.info("%s: started %s", name, job.full_command)
+        return name
+
+    async def _create(self, dm: Dict[str, Any]) -> Dict[str, Any]:
+        """Create ``dm`` under a name chosen here, so that retrying a create is safe."""
+        res = self.kinds.nnfdatamovements
+        namespace = dm["metadata"]["namespace"]
+        for _ in range(CREATE_NAME_TRIES):
+            body = copy.deepcopy(dm)
+            body["metadata"]["name"] = random_name(dm["metadata"]["generateName"])
+            try:
+                return await self.kube.create(res, namespace, body)
+            except KubeAlreadyExists:
+                try:  # ours, from an attempt whose answer was lost?
+                    existing = await self.kube.get(res, namespace, body["metadata"]["name"])
+                except KubeNotFound:
+                    continue
+                if existing.get("spec") == body["spec"] and (existing.get("metadata") or {}).get("labels") == body["metadata"]["labels"]:
+                    return existing
+        raise KubeError("unable to pick an unused NnfDataMovement name in %s" % namespace)
+
+    async def _abandon(self, writer: StatusWriter, reason: str) -> None:
+        """A created resource we will not run: leave it Finished/Failed, not waiting forever."""
+        stamp = micro_time(now())
+
+        def mutate(st: Dict[str, Any]) -> None:
+            st.setdefault("startTime", stamp)
+            st.update({"endTime": stamp, "state": "Finished", "status": "Failed", "message": reason})
+
+        try:
+            await writer.write(mutate)
+        except KubeError as exc:
+            log.error("%s/%s: %s; and it cannot be marked failed: %s", writer.namespace, writer.name, reason, exc)
+
+    async def _drive(self, job: CopyJob, hostfile: str) -> None:
+        try:
+            await job.run()
+        except Exception:  # never leave a request listed forever
+            log.exception("%s: unexpected failure while running the copy", job.name)
+        finally:
+            self._completions.done(job.name)
+            self._remember_completed(job.name)
+            self._jobs.pop(job.name, None)
+            self._tasks.pop(job.name, None)
+            job.finished.set()
+            await asyncio.get_running_loop().run_in_executor(None, _remove_hostfile_dir, hostfile)
+
+    def _remember_completed(self, name: str) -> None:
+        self._completed[name] = None
+        while len(self._completed) > self.settings.completed_memory:
+            old, _ = self._completed.popitem(last=False)
+            self._completions.forget(old)
+
+    # ----------------------------------------------------------------- status, list, cancel
+
+    async def status(self, name: str, max_wait_secs: int) -> Dict[str, Any]:
+        namespace, dm_name = wire.split_request_name(name)
+        dm = await self._get_for_status(namespace, dm_name, name, wire.ERR_REQUEST_NOT_FOUND)
+        labels = (dm.get("metadata") or {}).get("labels") or {}
+        if labels.get(WF_NAME) != self.workflow_name or labels.get(WF_NAMESPACE) != self.workflow_namespace:
+            raise WireError(400, wire.ERR_NOT_IN_WORKFLOW)
+        ended = bool((dm.get("status") or {}).get("endTime"))
+        if not ended and max_wait_secs != 0 and (name in self._jobs or self._completions.is_done(name)):
+            await self._completions.wait(name, max_wait_secs)
+            dm = await self._get_for_status(namespace, dm_name, name, wire.ERR_NOT_FOUND_AFTER_WAIT)
+        doc = wire.status_document(request_state(dm))
+        if doc.get("state") == wire.STATE_COMPLETED and (dm.get("status") or {}).get("endTime") and name not in self._jobs:
+            self._completions.forget(name)
+            self._completed.pop(name, None)
+        return doc
+
+    async def _get_for_status(self, namespace: str, dm_name: str, name: str, not_found: str) -> Dict[str, Any]:
+        try:
+            return await self.kube.get(self.kinds.nnfdatamovements, namespace, dm_name)
+        except KubeNotFound:
+            self._completions.forget(name)
+            self._completed.pop(name, None)
+            raise WireError(404, not_found) from None
+        except KubeError as exc:
+            raise WireError(500, str(exc)) from None
+
+    def active(self) -> List[str]:
+        return sorted(self._jobs)
+
+    async def cancel(self, name: str) -> bool:
+        job = self._jobs.get(name)
+        if job is None:
+            return name in self._completed
+        log.info("%s: cancelling", name)
+        job.cancel()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(job.finished.wait(), self.settings.cancel_wait)
+        return True
+
+
+def request_state(dm: Dict[str, Any]) -> RequestState:
+    """The NnfDataMovement's status in the wire module's vocabulary."""
+    st = dm.get("status") or {}
+    cs = st.get("commandStatus") or {}
+    progress = cs.get("progress")
+    state = RequestState(
+        state=str(st.get("state") or ""),
+        status=str(st.get("status") or ""),
+        message=str(st.get("message") or ""),
+        command=str(cs.get("command") or ""),
+        progress=int(progress) if isinstance(progress, int) and not isinstance(progress, bool) else None,
+        elapsed=parse_duration(cs.get("elapsedTime")),
+        last_message=str(cs.get("lastMessage") or ""),
+        last_message_time=parse_time(cs.get("lastMessageTime")),
+        start_time=parse_time(st.get("startTime")),
+        end_time=parse_time(st.get("endTime")),
+        cancel=bool((dm.get("spec") or {}).get("cancel")),
+    )
+    if isinstance(cs.get("files"), int):
+        state.files_total = state.files_done = cs["files"]
+    data_bytes = _bytes_in(cs.get("data"))
+    if data_bytes is not None:
+        state.bytes_total = state.bytes_done = data_bytes
+    rate = _rate(cs.get("rate"))
+    if rate is not None:
+        state.rate = rate
+    return state
+
+
+def _bytes_in(text: Any) -> Optional[int]:
+    """``18.626 GiB (20000000000 bytes)`` -> 20000000000."""
+    import re
+
+    match = re.search(r"\((\d+) bytes", text) if isinstance(text, str) else None
+    return int(match.group(1)) if match else None
+
+
+def _rate(text: Any) -> Optional[float]:
+    """``111.243 MiB/s (20000000000 bytes in 171.458 seconds)`` -> bytes per second."""
+    import re
+
+    match = re.search(r"\((\d+) bytes in ([0-9.]+) seconds\)", text) if isinstance(text, str) else None
+    if not match or float(match.group(2)) <= 0:
+        return None
+    return int(match.group(1)) / float(match.group(2))
+
+
+def _remove_hostfile_dir(hostfile: str) -> None:
+    import os
+
+    shutil.rmtree(os.path.dirname(hostfile), ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- factory
+
+
+async def _pick_version(kube: Kube, group: str, wanted: Optional[str], candidates: tuple[str, ...], what: str) -> str:
+    if wanted:
+        return wanted
+    for version in candidates:
+        if await kube.served(group, version):
+            return version
+    raise NnfStartupError("the Kubernetes API server serves none of the %s API versions %s (group %s); "
+                          "is this an NNF system?" % (what, ", ".join(candidates), group))
+
+
+async def create_nnf_driver(*, workflow_name: str, workflow_namespace: str, node_name: str, kubeconfig: Optional[str] = None,
+                            nnf_api_version: Optional[str] = None, dws_api_version: Optional[str] = None,
+                            **extra: Any) -> NnfDriver:
+    """Connect to Kubernetes, probe the API versions, check our NnfNode, recover, and return the driver.
+
+    ``extra`` may hold ``lustre_api_version``, ``kube_configuration`` (a ready
+    ``kubernetes.client.Configuration``), ``settings`` (``NnfSettings``) or any ``NnfSettings``
+    field by name; unknown keys are ignored. Raises ``NnfStartupError`` with a message to print.
+    """
+    if not (workflow_name and workflow_namespace and node_name):
+        raise NnfStartupError("the nnf driver needs the Workflow name and namespace and the node name "
+                              "(DW_WORKFLOW_NAME, DW_WORKFLOW_NAMESPACE, NNF_NODE_NAME)")
+    from kubernetes import client
+
+    settings = NnfSettings.from_extra(extra)
+    cfg = extra.get("kube_configuration")
+    if cfg is None:
+        cfg = await asyncio.get_running_loop().run_in_executor(None, load_kube_configuration, kubeconfig)
+    cfg.retries = 0  # one retry policy: ours
+    cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, settings.kube.threads)
+    kube = Kube(client.ApiClient(cfg), settings.kube)
+    try:
+        try:
+            nnf = await _pick_version(kube, "nnf.cray.hpe.com", nnf_api_version, NNF_VERSIONS, "NNF")
+            dws = await _pick_version(kube, "dataworkflowservices.github.io", dws_api_version, DWS_VERSIONS, "DWS")
+            lus = await _pick_version(kube, "lus.cray.hpe.com", extra.get("lustre_api_version"), LUSTRE_VERSIONS, "Lustre")
+        except KubeError as exc:
+            raise NnfStartupError("cannot reach the Kubernetes API server at %s: %s" % (cfg.host, exc)) from None
+        kinds = Kinds.at(nnf, dws, lus)
+        try:
+            await kube.get(kinds.nnfnodes, node_name, "nnf-nlc")
+        except KubeError as exc:
+            raise NnfStartupError("Failed to retrieve my own NnfNode %s/nnf-nlc: %s" % (node_name, exc)) from None
+        driver = NnfDriver(kube, kinds, workflow_name=workflow_name, workflow_namespace=workflow_namespace,
+                           node_name=node_name, settings=settings)
+        await driver.start()
+    except BaseException:
+        await kube.close()
+        raise
+    log.info("nnf driver: workflow %s/%s, node %s, NNF %s, DWS %s, Lustre %s, Kubernetes %s", workflow_namespace,
+             workflow_name, node_name, nnf, dws, lus, getattr(cfg, "copy_offload_source", cfg.host))
+    return driver

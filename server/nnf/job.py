@@ -1,0 +1,230 @@
+"""One running copy: the command, its output, and the NnfDataMovement status that mirrors it.
+
+The command runs as ``/bin/bash -c <command>`` in a new session (process group), so a cancel
+kills mpirun and everything it started, not just the shell. Output is read as it comes and
+parsed line by line (spec §3.9); the status is written at most once per
+``progressIntervalSeconds`` and only when something changed, then once at the end (§3.10).
+Status writes go straight to ``/status`` with the last resourceVersion we saw; a 409 Conflict
+(someone else wrote, e.g. nnf-dm's controller adding its finalizer) refetches and reapplies our
+fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import copy
+import datetime as dt
+import logging
+import os
+import signal
+import time
+from typing import Any, Callable, Dict, Optional
+
+from copy_offload.server.nnf.kube import Kube, KubeConflict, KubeError, KubeNotFound, Res
+from copy_offload.server.nnf.prepare import exit_text
+from copy_offload.server.nnf.progress import (
+    OutputLog,
+    format_duration,
+    micro_time,
+    parse_progress,
+    parse_stats,
+)
+
+log = logging.getLogger("copy_offload.server.nnf")
+
+EOF_GRACE = 2.0  # seconds to wait for the output pipe to close once the command has exited
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class StatusWriter:
+    """Writes our fields into one NnfDataMovement's status, surviving conflicts."""
+
+    def __init__(self, kube: Kube, res: Res, obj: Dict[str, Any], conflict_retries: int = 10) -> None:
+        self.kube = kube
+        self.res = res
+        self.obj = obj
+        self.namespace = obj["metadata"]["namespace"]
+        self.name = obj["metadata"]["name"]
+        self.conflict_retries = conflict_retries
+        self.writes = 0
+
+    async def write(self, mutate: Callable[[Dict[str, Any]], None]) -> bool:
+        """Apply ``mutate(status)`` and store it; False if the resource is gone."""
+        obj = copy.deepcopy(self.obj)
+        for _ in range(self.conflict_retries + 1):
+            if not isinstance(obj.get("status"), dict):
+                obj["status"] = {}
+            mutate(obj["status"])
+            try:
+                self.obj = await self.kube.replace_status(self.res, self.namespace, self.name, obj)
+                self.writes += 1
+                return True
+            except KubeConflict:
+                try:
+                    obj = await self.kube.get(self.res, self.namespace, self.name)
+                except KubeNotFound:
+                    return False
+            except KubeNotFound:
+                return False
+        raise KubeConflict("status of %s/%s: still conflicting after %d refetches" % (self.namespace, self.name, self.conflict_retries), 409)
+
+
+class CopyJob:
+    """The execution of one request, from the start status to the final one."""
+
+    def __init__(self, *, name: str, command: str, profile_data: Dict[str, Any], user_config: Dict[str, Any],
+                 writer: StatusWriter, output_limit: int) -> None:
+        self.name = name
+        self.command = command
+        self.full_command = "/bin/bash -c " + command
+        self.profile_data = profile_data
+        self.user_config = user_config
+        self.writer = writer
+        interval = profile_data.get("progressIntervalSeconds")
+        self.interval = float(interval) if isinstance(interval, (int, float)) and interval >= 1 else 0.0
+        self.output = OutputLog(max_chars=output_limit)
+        self.cmd_status: Dict[str, Any] = {"command": self.full_command}
+        self.process: Optional[asyncio.subprocess.Process] = None
+        self.cancelled = False
+        self.finished = asyncio.Event()
+        self._dirty = False
+        self._progress_start = time.monotonic()
+        self.spawn_error: Optional[str] = None
+
+    # ----------------------------------------------------------------- start
+
+    async def write_start(self) -> None:
+        """Record the start (§3.9): startTime, Running, the command. Raises KubeError."""
+        started = micro_time(now())
+        command = self.full_command
+
+        def mutate(status: Dict[str, Any]) -> None:
+            status["startTime"] = started
+            status["state"] = "Running"
+            status["commandStatus"] = {"command": command}
+
+        if not await self.writer.write(mutate):
+            raise KubeNotFound("the NnfDataMovement %s disappeared before it started" % self.name, 404)
+
+    async def spawn(self) -> None:
+        """Start the command (unless cancelled already); a failure is recorded, not raised."""
+        if self.cancelled:
+            return
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                "/bin/bash", "-c", self.command, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            )
+        except OSError as exc:
+            self.spawn_error = "fork/exec /bin/bash: %s" % (exc.strerror or exc)
+        self._progress_start = time.monotonic()
+
+    # ----------------------------------------------------------------- run
+
+    async def run(self) -> Dict[str, Any]:
+        """Drive the command to its end and write the final status; returns that status."""
+        if self.process is not None:
+            await self._supervise(self.process)
+        final = self._final_status()
+        try:
+            await self.writer.write(lambda status: status.update(copy.deepcopy(final)))
+        except KubeError as exc:
+            log.error("%s: could not record the end of the copy (%s); a restarted server will mark it failed", self.name, exc)
+        return final
+
+    async def _supervise(self, proc: asyncio.subprocess.Process) -> None:
+        reader = asyncio.ensure_future(self._read(proc))
+        waiter = asyncio.ensure_future(proc.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait({waiter}, timeout=self.interval or None)
+                if waiter in done:
+                    break
+                if self._dirty:
+                    self._dirty = False
+                    snapshot = copy.deepcopy(self.cmd_status)
+                    try:
+                        await self.writer.write(lambda status, s=snapshot: status.__setitem__("commandStatus", copy.deepcopy(s)))
+                    except KubeError as exc:
+                        log.warning("%s: progress not recorded: %s", self.name, exc)
+            try:
+                await asyncio.wait_for(asyncio.shield(reader), EOF_GRACE)
+            except asyncio.TimeoutError:  # something the command started still holds the pipe
+                self._kill_group(proc)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(reader), EOF_GRACE)
+        finally:
+            for task in (reader, waiter):
+                if not task.done():
+                    task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        while True:
+            chunk = await proc.stdout.read(65536)
+            if not chunk:
+                break
+            for line in self.output.feed(decoder.decode(chunk)):
+                self._parse(line)
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            for line in self.output.feed(tail):
+                self._parse(line)
+        for line in self.output.flush():
+            self._parse(line)
+
+    def _parse(self, line: str) -> None:
+        if not self.interval:
+            return  # the reference collects nothing when progress is disabled
+        cs = self.cmd_status
+        progress = parse_progress(line)
+        if progress is not None:
+            cs["progress"] = progress
+        if cs.get("progress", 0) >= 100:
+            parse_stats(line, cs)
+        cs["lastMessage"] = line
+        cs["lastMessageTime"] = micro_time(now())
+        cs["elapsedTime"] = format_duration(time.monotonic() - self._progress_start)
+        self._dirty = True
+
+    def _final_status(self) -> Dict[str, Any]:
+        output = self.output.text(final=True)
+        status: Dict[str, Any] = {"endTime": micro_time(now()), "state": "Finished", "commandStatus": copy.deepcopy(self.cmd_status)}
+        returncode = None if self.process is None else self.process.returncode
+        if self.cancelled and (returncode != 0 or self.process is None):
+            status["status"] = "Cancelled"
+            log.info("%s: cancelled; output: %s", self.name, output)
+        elif self.spawn_error is not None or returncode != 0:
+            reason = self.spawn_error or exit_text(returncode)
+            status["status"] = "Failed"
+            status["message"] = "%s: %s" % (reason, output)
+            status["error"] = {"userMessage": "data movement operation failed: %s" % output, "debugMessage": reason,
+                               "type": "Internal", "severity": "Fatal"}
+            log.error("%s: data movement failed (%s); output: %s", self.name, reason, output)
+        else:
+            status["status"] = "Success"
+            if self.profile_data.get("logStdout") or self.user_config.get("logStdout"):
+                log.info("%s: output: %s", self.name, output)
+            if self.profile_data.get("storeStdout") or self.user_config.get("storeStdout"):
+                status["message"] = output
+        return status
+
+    # ----------------------------------------------------------------- cancel
+
+    def cancel(self) -> None:
+        """Kill the command's whole process group; ``run`` then records Cancelled."""
+        self.cancelled = True
+        if self.process is not None and self.process.returncode is None:
+            self._kill_group(self.process)
+
+    def _kill_group(self, proc: asyncio.subprocess.Process) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
