@@ -32,6 +32,7 @@ Fault injection (each takes ``count``, and optional ``method`` and ``path`` rege
   ``fail(code=500)`` answers with an error Status; ``conflict()`` = ``fail(409)``;
   ``delay(seconds, then="process"|"drop")`` stalls (so the client times out) and then handles
   the request anyway or drops the connection; ``reset()`` closes with a TCP RST;
+  ``lose_response()`` does the request and then resets instead of answering;
   ``refuse_connections()`` / ``accept_connections()`` stop and restart listening on the same
   port (and cut open connections); ``close_watches()`` ends every open watch stream.
 
@@ -352,7 +353,7 @@ class LoggedRequest:
 
 @dataclass
 class _Fault:
-    kind: str  # status delay reset
+    kind: str  # status delay reset lose
     count: int
     method: Optional[str]
     path: Optional[str]
@@ -524,8 +525,12 @@ class KubeDouble:
         self._add_fault(_Fault("delay", count, method, path, seconds=seconds, then=then))
 
     def reset(self, count: int = 1, method: Optional[str] = None, path: Optional[str] = None) -> None:
-        """Answer the next ``count`` matching requests with a TCP reset."""
+        """Answer the next ``count`` matching requests with a TCP reset (nothing is done)."""
         self._add_fault(_Fault("reset", count, method, path))
+
+    def lose_response(self, count: int = 1, method: Optional[str] = None, path: Optional[str] = None) -> None:
+        """Handle the next ``count`` matching requests, then reset instead of answering (a lost answer)."""
+        self._add_fault(_Fault("lose", count, method, path))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -1085,24 +1090,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             }[method]
         else:
             entry.verb = "discovery"
+        double._log(entry)  # logged now; ``status`` is filled in when known (0 while in progress)
         fault = double._take_fault(method, url.path)
         if fault is not None:
             entry.fault = fault.kind
             if fault.kind == "reset":
                 entry.status = -1
-                double._log(entry)
                 self._reset()
                 return
             if fault.kind == "status":
                 entry.status = fault.code
-                double._log(entry)
                 self._send_json(fault.code, _status_body(fault.code, fault.message))
                 return
             if fault.kind == "delay":
                 double._stop_event.wait(fault.seconds)
                 if fault.then == "drop":
                     entry.status = -1
-                    double._log(entry)
                     self._reset()
                     return
         try:
@@ -1114,7 +1117,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 code, doc = 200, double._discovery(info)
             elif entry.verb == "watch":
                 entry.status = 200
-                double._log(entry)
                 self._stream_watch(info, query)
                 return
             elif entry.verb == "get":
@@ -1132,7 +1134,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except ApiError as err:
             code, doc = err.code, err.body
         entry.status = code
-        double._log(entry)
+        if fault is not None and fault.kind == "lose":
+            self._reset()
+            return
         self._send_json(code, doc)
 
     def _stream_watch(self, info: Dict[str, Any], query: Dict[str, str]) -> None:

@@ -205,7 +205,8 @@ class Kube:
                     err.args = (err.message,)
                 raise err
             pause = min(delay, s.backoff_max) * (0.5 + random.random() / 2)
-            log.warning("%s: %s; retrying in %.2fs (attempt %d of %d)", what, err.message, pause, attempt, attempts)
+            text = err.message if err.message.startswith(what) else "%s: %s" % (what, err.message)
+            log.warning("%s; retrying in %.2fs (attempt %d of %d)", text, pause, attempt, attempts)
             await asyncio.sleep(pause)
             delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
