@@ -383,3 +383,38 @@ def test_nnf_many_requests_one_driver(world):
     names, docs = run(scenario())
     assert len(set(names)) == 20 and all(d["status"] == "success" for d in docs)
     assert all(os.path.exists("%s/m%d-out/f0" % (world.tmp, i)) for i in range(20))
+
+
+def test_nnf_rbac_grants_exactly_the_calls_made(world):
+    """share/rbac/nnf-driver.yaml: every call of a gfs2 and a Lustre copy is allowed, every rule is used."""
+    import yaml
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "share", "rbac", "nnf-driver.yaml")
+    with open(path) as fh:
+        docs = {d["kind"]: d for d in yaml.safe_load_all(fh)}
+    allowed = set()
+    for rule in docs["ClusterRole"]["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    allowed.add((group, resource, verb))
+    binding = docs["ClusterRoleBinding"]
+    assert binding["roleRef"]["name"] == docs["ClusterRole"]["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "nnf-dm-copy-offload", "namespace": "default"}]
+    gsrc, lsrc = world.source_tree("g"), world.source_tree("l", lustre=True)
+
+    async def scenario():
+        driver = await world.driver()
+        for src in (gsrc, lsrc):
+            await wait_done(driver, await driver.submit(world.request(src, world.lus + "/rbac")))
+        await driver.close()
+
+    run(scenario())
+    used = set()
+    for entry in world.kube.log():
+        if entry.verb == "discovery":
+            continue
+        resource = entry.plural + ("/" + entry.subresource if entry.subresource else "")
+        used.add((entry.group, resource, entry.verb))
+    assert used <= allowed, used - allowed
+    assert allowed <= used, allowed - used
