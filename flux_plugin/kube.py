@@ -100,8 +100,9 @@ class KubeApi:
         except self._k.client.exceptions.ApiException as exc:
             raise _api_error(exc) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise KubeError(0, f"Kubernetes API unreachable: {type(exc).__name__}: "
-                               f"{str(exc)[:200]}") from exc
+            reason = getattr(exc, "reason", None) or exc
+            raise KubeError(0, f"Kubernetes API unreachable: {type(reason).__name__}: "
+                               f"{str(reason)[:200]}") from exc
 
     def list_workflows(self, version: str) -> Tuple[List[Dict[str, Any]], str]:
         """All Workflows in the namespace and the list's resourceVersion."""

@@ -1,0 +1,419 @@
+/* copy-offload.c - jobtap plugin: hand each dw job its copy-offload variables
+ *
+ * Purpose:
+ *  For jobs with attributes.system.dw (the #DW directives flux-coral2 acts on):
+ *  - job.validate: reject malformed copy-offload requests with a clear text:
+ *    a dw attribute that is neither a string nor a list of strings, and
+ *    requires=copy-offload without a '#DW container' directive.
+ *  - job.state.run: start the prolog action "copy-offload", send
+ *    copy-offload.prepare {id, userid, dw} to the copy-offload service, post
+ *    its reply's variables as event "copy-offload-env" with context
+ *    {"variables": {NAME: value}}, then finish the prolog.  The job shells
+ *    start only after every prolog finishes, so the shell plugin always finds
+ *    the event.
+ *  - If the service fails, times out or is not running, a job that asked for
+ *    copy-offload gets a fatal exception of type "copy-offload" saying what
+ *    failed and what to check.  Any other dw job proceeds with no variables
+ *    (a warning goes to the broker log): it asked for nothing this plugin
+ *    provides.
+ *  - job.state.inactive: tell the service to forget the job (and its token).
+ *  The variables are never logged; they travel only in the job eventlog, which
+ *  only the job owner and the instance owner can read.
+ *
+ * Configuration (conf table, all optional):
+ *   timeout   seconds to wait for the service's answer (default 1860, i.e.
+ *             longer than the service's default prepare-timeout of 1800, so
+ *             the service normally answers first with the precise reason).
+ *
+ * Load with:
+ *   [job-manager]
+ *   plugins = [ { load = "copy-offload.so", conf = { timeout = 1860 } } ]
+ * or: flux jobtap load /path/to/copy-offload.so timeout=1860
+ */
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <jansson.h>
+#include <flux/core.h>
+#include <flux/jobtap.h>
+
+#define PLUGIN_NAME "copy-offload"
+#define PROLOG_NAME "copy-offload"
+#define ENV_EVENT "copy-offload-env"
+#define EXCEPTION_TYPE "copy-offload"
+#define PREP_AUX "copy-offload::prep"
+#define DEFAULT_TIMEOUT 1860.
+
+struct prep {
+    flux_plugin_t *p;
+    flux_jobid_t id;
+    flux_future_t *f;
+    bool asks;      /* requires=copy-offload */
+    bool active;    /* prolog started and not finished */
+};
+
+static double rpc_timeout = DEFAULT_TIMEOUT;
+
+/* Walk the directives in one dw string: note whether one says
+ * requires=...copy-offload... and whether one is '#DW container ...'.
+ */
+static void scan_directives (const char *s, bool *asks, bool *container)
+{
+    char *copy, *tok, *save = NULL;
+    bool after_dw = false;
+
+    if (!(copy = strdup (s)))
+        return;
+    for (tok = strtok_r (copy, " \t\r\n", &save); tok;
+         tok = strtok_r (NULL, " \t\r\n", &save)) {
+        if (after_dw && !strcmp (tok, "container"))
+            *container = true;
+        after_dw = !strcmp (tok, "#DW");
+        if (!strncmp (tok, "requires=", 9)) {
+            char *word, *save2 = NULL;
+            for (word = strtok_r (tok + 9, ",", &save2); word;
+                 word = strtok_r (NULL, ",", &save2)) {
+                if (!strcmp (word, "copy-offload"))
+                    *asks = true;
+            }
+        }
+    }
+    free (copy);
+}
+
+/* Return 0 and fill asks/container for a valid dw attribute, -1 if it is
+ * neither a string nor a list of strings.
+ */
+static int scan_dw (json_t *dw, bool *asks, bool *container)
+{
+    size_t i;
+    json_t *entry;
+
+    *asks = *container = false;
+    if (json_is_string (dw)) {
+        scan_directives (json_string_value (dw), asks, container);
+        return 0;
+    }
+    if (!json_is_array (dw))
+        return -1;
+    json_array_foreach (dw, i, entry) {
+        if (!json_is_string (entry))
+            return -1;
+    }
+    json_array_foreach (dw, i, entry)
+        scan_directives (json_string_value (entry), asks, container);
+    return 0;
+}
+
+static int validate_cb (flux_plugin_t *p,
+                        const char *topic,
+                        flux_plugin_arg_t *args,
+                        void *arg)
+{
+    json_t *dw = NULL;
+    bool asks, container;
+
+    if (flux_plugin_arg_unpack (args,
+                                FLUX_PLUGIN_ARG_IN,
+                                "{s:{s?{s?{s?o}}}}",
+                                "jobspec",
+                                  "attributes",
+                                    "system",
+                                      "dw", &dw) < 0)
+        return flux_jobtap_reject_job (p, args, "copy-offload: cannot read "
+                                       "the jobspec: %s",
+                                       flux_plugin_arg_strerror (args));
+    if (!dw)
+        return 0;
+    if (scan_dw (dw, &asks, &container) < 0)
+        return flux_jobtap_reject_job (p, args, "copy-offload: "
+                                       "attributes.system.dw must be a string "
+                                       "or a list of strings");
+    if (asks && !container)
+        return flux_jobtap_reject_job (p, args, "copy-offload: "
+                                       "requires=copy-offload needs a "
+                                       "'#DW container' directive that runs "
+                                       "the copy-offload server, e.g. "
+                                       "'#DW container name=copyoff "
+                                       "profile=copy-offload-default "
+                                       "DW_JOB_my_storage=my-storage'");
+    return 0;
+}
+
+static void prep_destroy (void *arg)
+{
+    struct prep *prep = arg;
+    if (prep) {
+        int saved_errno = errno;
+        flux_future_destroy (prep->f);
+        free (prep);
+        errno = saved_errno;
+    }
+}
+
+static void prolog_done (struct prep *prep, int status)
+{
+    if (!prep->active)
+        return;
+    prep->active = false;
+    if (flux_jobtap_prolog_finish (prep->p, prep->id, PROLOG_NAME, status) < 0)
+        flux_log_error (flux_jobtap_get_flux (prep->p),
+                        "copy-offload: finishing the prolog of job %ju",
+                        (uintmax_t)prep->id);
+}
+
+/* The service could not give the job its variables: a job that asked for
+ * copy-offload ends with an exception; any other dw job proceeds.
+ */
+static void prepare_failed (struct prep *prep, const char *what)
+{
+    flux_t *h = flux_jobtap_get_flux (prep->p);
+
+    if (prep->asks) {
+        if (flux_jobtap_raise_exception (prep->p,
+                                         prep->id,
+                                         EXCEPTION_TYPE,
+                                         0,
+                                         "copy-offload: %s",
+                                         what) < 0)
+            flux_log_error (h, "copy-offload: raising an exception on job %ju",
+                            (uintmax_t)prep->id);
+        prolog_done (prep, 1);
+        return;
+    }
+    flux_log (h, LOG_WARNING, "copy-offload: job %ju proceeds without "
+              "copy-offload variables: %s", (uintmax_t)prep->id, what);
+    if (flux_jobtap_event_post_pack (prep->p, prep->id, ENV_EVENT,
+                                     "{s:{}}", "variables") < 0)
+        flux_log_error (h, "copy-offload: posting %s to job %ju",
+                        ENV_EVENT, (uintmax_t)prep->id);
+    prolog_done (prep, 0);
+}
+
+static bool all_strings (json_t *o)
+{
+    const char *key;
+    json_t *value;
+
+    if (!json_is_object (o))
+        return false;
+    json_object_foreach (o, key, value) {
+        if (!json_is_string (value))
+            return false;
+    }
+    return true;
+}
+
+static void prepare_cb (flux_future_t *f, void *arg)
+{
+    struct prep *prep = arg;
+    json_t *variables = NULL;
+    char what[512];
+
+    if (!prep->active)
+        return; /* the job got a fatal exception meanwhile */
+    if (flux_rpc_get_unpack (f, "{s:o}", "variables", &variables) < 0) {
+        /* A reply carries the service's text; our own timeout carries none
+         * (flux_future_error_string() then falls back to strerror).
+         */
+        int errnum = errno;
+        const char *errstr = flux_future_error_string (f);
+        bool has_text = errstr && strcmp (errstr, flux_strerror (errnum));
+        if (errnum == ENOSYS)
+            snprintf (what, sizeof (what),
+                      "the copy-offload service is not running; load it "
+                      "with 'flux module load .../copy-offload.py' or start "
+                      "flux-copy-offload.service, then check 'flux dmesg'");
+        else if (has_text)
+            snprintf (what, sizeof (what), "%s", errstr);
+        else if (errnum == ETIMEDOUT)
+            snprintf (what, sizeof (what),
+                      "no answer from the copy-offload service within %gs; "
+                      "check 'flux copy-offload status' and 'flux dmesg'",
+                      rpc_timeout);
+        else
+            snprintf (what, sizeof (what), "copy-offload.prepare failed: %s",
+                      flux_strerror (errnum));
+        prepare_failed (prep, what);
+        return;
+    }
+    if (!all_strings (variables)) {
+        prepare_failed (prep, "the copy-offload service sent variables that "
+                        "are not all strings");
+        return;
+    }
+    if (flux_jobtap_event_post_pack (prep->p, prep->id, ENV_EVENT,
+                                     "{s:O}", "variables", variables) < 0) {
+        snprintf (what, sizeof (what), "cannot post %s: %s", ENV_EVENT,
+                  strerror (errno));
+        prepare_failed (prep, what);
+        return;
+    }
+    prolog_done (prep, 0);
+}
+
+static int run_cb (flux_plugin_t *p,
+                   const char *topic,
+                   flux_plugin_arg_t *args,
+                   void *arg)
+{
+    flux_t *h = flux_jobtap_get_flux (p);
+    json_t *dw = NULL;
+    flux_jobid_t id;
+    int userid;
+    bool container;
+    struct prep *prep;
+
+    if (flux_plugin_arg_unpack (args,
+                                FLUX_PLUGIN_ARG_IN,
+                                "{s:I s:i s:{s?{s?{s?o}}}}",
+                                "id", &id,
+                                "userid", &userid,
+                                "jobspec",
+                                  "attributes",
+                                    "system",
+                                      "dw", &dw) < 0) {
+        flux_jobtap_raise_exception (p, FLUX_JOBTAP_CURRENT_JOB,
+                                     EXCEPTION_TYPE, 0,
+                                     "copy-offload: cannot read the job: %s",
+                                     flux_plugin_arg_strerror (args));
+        return -1;
+    }
+    if (!dw)
+        return 0;
+    if (!(prep = calloc (1, sizeof (*prep))))
+        goto error;
+    prep->p = p;
+    prep->id = id;
+    if (scan_dw (dw, &prep->asks, &container) < 0)
+        prep->asks = false; /* rejected at validate; only for jobs from before */
+    if (flux_jobtap_job_aux_set (p, FLUX_JOBTAP_CURRENT_JOB, PREP_AUX,
+                                 prep, prep_destroy) < 0) {
+        prep_destroy (prep);
+        goto error;
+    }
+    if (flux_jobtap_job_subscribe (p, FLUX_JOBTAP_CURRENT_JOB) < 0
+        || flux_jobtap_prolog_start (p, PROLOG_NAME) < 0)
+        goto error;
+    prep->active = true;
+    if (!(prep->f = flux_rpc_pack (h,
+                                   "copy-offload.prepare",
+                                   FLUX_NODEID_ANY,
+                                   0,
+                                   "{s:I s:i s:O}",
+                                   "id", id,
+                                   "userid", userid,
+                                   "dw", dw))
+        || flux_future_then (prep->f, rpc_timeout, prepare_cb, prep) < 0) {
+        prepare_failed (prep, "cannot send copy-offload.prepare");
+        return 0;
+    }
+    return 0;
+error:
+    flux_jobtap_raise_exception (p, FLUX_JOBTAP_CURRENT_JOB, EXCEPTION_TYPE, 0,
+                                 "copy-offload: cannot start the prolog: %s",
+                                 strerror (errno));
+    return -1;
+}
+
+/* A fatal exception (a cancel, or another plugin's failure) ends the wait:
+ * finish the prolog so the job can clean up; the late reply is ignored.
+ */
+static int exception_cb (flux_plugin_t *p,
+                         const char *topic,
+                         flux_plugin_arg_t *args,
+                         void *arg)
+{
+    struct prep *prep;
+    int severity = -1;
+
+    if (flux_plugin_arg_unpack (args,
+                                FLUX_PLUGIN_ARG_IN,
+                                "{s:{s:{s:i}}}",
+                                "entry",
+                                  "context",
+                                    "severity", &severity) < 0)
+        return 0;
+    if (severity == 0
+        && (prep = flux_jobtap_job_aux_get (p, FLUX_JOBTAP_CURRENT_JOB,
+                                            PREP_AUX)))
+        prolog_done (prep, 1);
+    return 0;
+}
+
+static int inactive_cb (flux_plugin_t *p,
+                        const char *topic,
+                        flux_plugin_arg_t *args,
+                        void *arg)
+{
+    flux_t *h = flux_jobtap_get_flux (p);
+    json_t *dw = NULL;
+    flux_jobid_t id;
+    flux_future_t *f;
+
+    if (flux_plugin_arg_unpack (args,
+                                FLUX_PLUGIN_ARG_IN,
+                                "{s:I s:{s?{s?{s?o}}}}",
+                                "id", &id,
+                                "jobspec",
+                                  "attributes",
+                                    "system",
+                                      "dw", &dw) < 0
+        || !dw)
+        return 0;
+    if (!(f = flux_rpc_pack (h,
+                             "copy-offload.forget",
+                             FLUX_NODEID_ANY,
+                             FLUX_RPC_NORESPONSE,
+                             "{s:I}",
+                             "id", id)))
+        flux_log_error (h, "copy-offload: sending copy-offload.forget");
+    flux_future_destroy (f);
+    return 0;
+}
+
+static int query_cb (flux_plugin_t *p,
+                     const char *topic,
+                     flux_plugin_arg_t *args,
+                     void *arg)
+{
+    return flux_plugin_arg_pack (args, FLUX_PLUGIN_ARG_OUT,
+                                 "{s:f}", "timeout", rpc_timeout);
+}
+
+static const struct flux_plugin_handler tab[] = {
+    { "job.validate", validate_cb, NULL },
+    { "job.state.run", run_cb, NULL },
+    { "job.event.exception", exception_cb, NULL },
+    { "job.state.inactive", inactive_cb, NULL },
+    { "plugin.query", query_cb, NULL },
+    { 0 },
+};
+
+int flux_plugin_init (flux_plugin_t *p)
+{
+    flux_t *h = flux_jobtap_get_flux (p);
+    double timeout = DEFAULT_TIMEOUT;
+
+    if (flux_plugin_get_conf (p)
+        && flux_plugin_conf_unpack (p, "{s?F !}", "timeout", &timeout) < 0) {
+        flux_log (h, LOG_ERR, "copy-offload: conf takes only timeout=SECONDS: "
+                  "%s", flux_plugin_strerror (p));
+        errno = EINVAL;
+        return -1;
+    }
+    if (timeout <= 0.) {
+        flux_log (h, LOG_ERR, "copy-offload: conf timeout must be > 0 "
+                  "(got %g)", timeout);
+        errno = EINVAL;
+        return -1;
+    }
+    rpc_timeout = timeout;
+    return flux_plugin_register (p, PLUGIN_NAME, tab);
+}
+
+// vi:ts=4 sw=4 expandtab

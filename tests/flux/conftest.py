@@ -1,0 +1,209 @@
+"""Real-Flux tier: a ``flux start`` instance with both C plugins and the service module.
+
+Runs only where ``flux`` is on PATH (skipped otherwise). The plugins are built with
+``make -C jobtap`` into a temporary directory; the service is loaded the way a site loads it
+(flux-modprobe entry from share/flux/modprobe, module found through FLUX_MODULE_PATH) and
+talks to tests/kube_double.py, which runs in this pytest process.
+
+Flux's own Python must import ``copy_offload.flux`` and ``kubernetes``. For the repository
+checkout, a symlink tree makes ``copy_offload`` importable; if flux's Python lacks
+``kubernetes``, the directory this interpreter imports it from is added (same Python
+version needed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any, Dict, Iterator, List, Optional
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from kube_double import KubeDouble  # noqa: E402
+
+FLUX = shutil.which("flux")
+
+
+def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    for item in items:
+        if str(item.fspath).startswith(here):
+            item.add_marker(pytest.mark.flux)
+            if FLUX is None:
+                item.add_marker(pytest.mark.skip(reason="flux is not on PATH"))
+
+
+def _flux_env() -> Dict[str, str]:
+    env = dict(os.environ)
+    prefix = os.path.dirname(os.path.dirname(os.path.realpath(FLUX or "flux")))
+    pc = os.path.join(prefix, "lib", "pkgconfig")
+    if os.path.isdir(pc):
+        env["PKG_CONFIG_PATH"] = os.pathsep.join(
+            p for p in (env.get("PKG_CONFIG_PATH"), pc) if p)
+    return env
+
+
+@pytest.fixture(scope="session")
+def plugins(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``make -C jobtap`` into a temporary build directory; returns it."""
+    build = str(tmp_path_factory.mktemp("jobtap-build"))
+    proc = subprocess.run(["make", "-s", "-C", os.path.join(REPO, "jobtap"), f"BUILD={build}"],
+                          env=_flux_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, f"make -C jobtap failed:\n{proc.stdout}\n{proc.stderr}"
+    return build
+
+
+def _python_path(tmp: str) -> str:
+    """PYTHONPATH that lets flux's Python import copy_offload.flux (and kubernetes)."""
+    tree = os.path.join(tmp, "pysite")
+    pkg = os.path.join(tree, "copy_offload")
+    os.makedirs(pkg, exist_ok=True)
+    for name, folder in (("flux", "flux_plugin"), ("client", "client")):
+        link = os.path.join(pkg, name)
+        if not os.path.exists(link):
+            os.symlink(os.path.join(REPO, folder), link)
+    parts = [tree]
+    probe = subprocess.run([FLUX or "flux", "python", "-c", "import kubernetes"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        import kubernetes
+
+        parts.append(os.path.dirname(os.path.dirname(kubernetes.__file__)))
+    return os.pathsep.join(parts)
+
+
+class Instance:
+    """One ``flux start`` instance; ``flux(...)`` runs a flux command against it."""
+
+    def __init__(self, tmp: str, plugins: str, kube: KubeDouble, *,
+                 prepare_timeout: float = 2.0, jobtap_timeout: float = 30.0) -> None:
+        self.tmp = tmp
+        self.kube = kube
+        conf = os.path.join(tmp, "conf")
+        os.makedirs(conf, exist_ok=True)
+        kubeconfig = kube.write_kubeconfig(os.path.join(tmp, "kubeconfig"))
+        with open(os.path.join(conf, "copy-offload.toml"), "w") as fh:
+            fh.write(
+                "[job-manager]\n"
+                f'plugins = [ {{ load = "{plugins}/copy-offload.so", '
+                f"conf = {{ timeout = {jobtap_timeout} }} }} ]\n\n"
+                "[copy-offload]\n"
+                f'kubeconfig = "{kubeconfig}"\n'
+                f"prepare-timeout = {prepare_timeout}\n"
+                "backoff-min = 0.1\nbackoff-max = 1.0\nrequest-timeout = 5.0\n")
+        env = _flux_env()
+        env["PYTHONPATH"] = _python_path(tmp)
+        env["FLUX_MODULE_PATH_PREPEND"] = os.path.join(REPO, "flux_plugin")
+        env["FLUX_MODPROBE_PATH_APPEND"] = os.path.join(REPO, "share", "flux", "modprobe")
+        env["FLUX_EXEC_PATH_PREPEND"] = os.path.join(REPO, "flux_plugin")
+        shell_path = subprocess.run(["pkg-config", "--variable=fluxshellpluginpath",
+                                     "flux-core"], env=env, capture_output=True,
+                                    text=True).stdout.strip()
+        self.uri_file = os.path.join(tmp, "uri")
+        self.log_path = os.path.join(tmp, "broker.log")
+        self.pid_file = os.path.join(tmp, "initial.pid")
+        script = (f'echo $$ > {self.pid_file}; trap \'kill $!; exit 0\' TERM; '
+                  f'echo "$FLUX_URI" > {self.uri_file}.tmp && '
+                  f'mv {self.uri_file}.tmp {self.uri_file}; sleep 3600 & wait $!')
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [FLUX or "flux", "start", "-s1", f"--config-path={conf}",
+                 f"-Sconf.shell_pluginpath={plugins}/shell:{shell_path}", "sh", "-c", script],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.uri_file):
+            assert self.proc.poll() is None, f"flux start failed:\n{self.broker_log()}"
+            assert time.monotonic() < deadline, "flux start did not come up"
+            time.sleep(0.05)
+        with open(self.uri_file) as fh:
+            env["FLUX_URI"] = fh.read().strip()
+        self.env = env
+
+    def broker_log(self) -> str:
+        with open(self.log_path) as fh:
+            return fh.read()
+
+    def flux(self, *args: str, check: bool = True, env: Optional[Dict[str, str]] = None,
+             timeout: float = 60) -> subprocess.CompletedProcess:
+        full = dict(self.env)
+        full.update(env or {})
+        proc = subprocess.run([FLUX or "flux", *args], env=full, capture_output=True,
+                              text=True, timeout=timeout)
+        if check:
+            assert proc.returncode == 0, \
+                f"flux {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    def stats(self) -> Dict[str, Any]:
+        return json.loads(self.flux("copy-offload", "status", "--json").stdout)
+
+    def wait_service(self, timeout: float = 30) -> None:
+        """Until the service answers and its Workflow cache is in sync."""
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = self.flux("copy-offload", "status", "--json", check=False)
+            if proc.returncode == 0 and json.loads(proc.stdout).get("synced"):
+                return
+            assert time.monotonic() < deadline, f"service not ready: {proc.stderr}"
+            time.sleep(0.1)
+
+    def submit(self, *args: str, dw: Optional[str] = None, hold: bool = False) -> str:
+        opts = []
+        if dw is not None:
+            opts.append(f"--setattr=system.dw={dw}")
+        if hold:
+            opts.append("--urgency=hold")
+        return self.flux("submit", *opts, *args).stdout.strip()
+
+    def decimal(self, jobid: str) -> int:
+        return int(self.flux("job", "id", "--to=dec", jobid).stdout.strip())
+
+    def release(self, jobid: str) -> None:
+        self.flux("job", "urgency", jobid, "default")
+
+    def attach(self, jobid: str) -> subprocess.CompletedProcess:
+        return self.flux("job", "attach", jobid, check=False)
+
+    def eventlog(self, jobid: str) -> List[Dict[str, Any]]:
+        out = self.flux("job", "eventlog", "--format=json", jobid).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def stop(self) -> int:
+        """Exit the initial program and wait for a clean shutdown; returns flux start's code."""
+        if self.proc.poll() is None:
+            with open(self.pid_file) as fh:
+                os.kill(int(fh.read().strip()), 15)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def kube() -> Iterator[KubeDouble]:
+    with KubeDouble() as double:
+        yield double
+
+
+@pytest.fixture(scope="module")
+def instance(request: Any, tmp_path_factory: pytest.TempPathFactory, plugins: str,
+             kube: KubeDouble) -> Iterator[Instance]:
+    """One instance per test module; a module may set INSTANCE_OPTIONS (Instance keywords)."""
+    options = getattr(request.module, "INSTANCE_OPTIONS", {})
+    inst = Instance(str(tmp_path_factory.mktemp("flux")), plugins, kube, **options)
+    try:
+        inst.wait_service()
+        yield inst
+    finally:
+        rc = inst.stop()
+        log = inst.broker_log()
+    assert rc == 0 and "runtime failure" not in log, f"unclean shutdown ({rc}):\n{log}"

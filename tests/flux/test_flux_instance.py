@@ -1,0 +1,161 @@
+"""Real Flux: jobs in a ``flux start`` instance get their copy-offload variables (or a clear error).
+
+Without flux-coral2 there is nobody to create Workflows, so each test puts the job's Workflow
+(and token Secret) into the Kubernetes double itself, holding the job (urgency 0) until it is
+there when the test needs it to exist before RUN.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+
+from flux_support import CO_DW, ENV, PLAIN_DW, set_status, token_secret, workflow
+from kube_double import DWS
+
+UID = os.getuid()
+CO = " ".join(CO_DW)
+PLAIN = " ".join(PLAIN_DW)
+
+
+def env_of(output: str) -> dict:
+    return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+
+
+def names(events: list) -> list:
+    return [e["name"] for e in events]
+
+
+def test_non_dw_job_is_unaffected(instance):
+    job = instance.submit("printenv")
+    out = instance.attach(job)
+    assert out.returncode == 0
+    assert not [k for k in env_of(out.stdout) if k.startswith("DW_")]
+    events = names(instance.eventlog(job))
+    assert "prolog-start" not in events and "copy-offload-env" not in events
+
+
+def test_dw_job_with_token_gets_variables_in_its_tasks(instance, kube):
+    token = f"tok-{uuid.uuid4().hex}"
+    job = instance.submit("printenv", dw=CO, hold=True)
+    jobid = instance.decimal(job)
+    kube.put(workflow(jobid, userid=UID))
+    kube.put(token_secret(jobid, token=token))
+    instance.release(job)
+    out = instance.attach(job)
+    assert out.returncode == 0, out.stderr
+    env = env_of(out.stdout)
+    assert env["DW_WORKFLOW_TOKEN"] == token
+    assert env["DW_WORKFLOW_NAME"] == f"fluxjob-{jobid}"
+    assert env["DW_WORKFLOW_NAMESPACE"] == "default"
+    for key, value in ENV.items():
+        assert env[key] == value
+    events = names(instance.eventlog(job))
+    assert events.index("copy-offload-env") < events.index("prolog-finish") < events.index("start")
+    shown = instance.flux("copy-offload", "env", job).stdout
+    assert "DW_WORKFLOW_TOKEN=<redacted>" in shown and token not in shown
+    assert token not in instance.flux("dmesg").stdout
+    assert token not in instance.broker_log()
+
+
+def test_token_arriving_after_run_is_delivered(instance, kube):
+    token = f"late-{uuid.uuid4().hex}"
+    job = instance.submit("printenv", "DW_WORKFLOW_TOKEN", dw=CO, hold=True)
+    jobid = instance.decimal(job)
+    kube.put(workflow(jobid, userid=UID, state="Setup", ready=False, token=False))
+    instance.release(job)
+    deadline = time.monotonic() + 10
+    while "prolog-start" not in names(instance.eventlog(job)):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    kube.put(token_secret(jobid, token=token))
+    kube.modify(DWS, "workflows", "default", f"fluxjob-{jobid}", set_status(
+        state="PreRun", ready=True,
+        workflowToken={"secretName": f"fluxjob-{jobid}-token", "secretNamespace": "default"}))
+    out = instance.attach(job)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == token
+
+
+def test_copy_offload_without_container_is_rejected_at_submit(instance):
+    bad = instance.flux("submit", "--setattr=system.dw=#DW jobdw type=xfs capacity=1GiB "
+                        "name=s requires=copy-offload", "true", check=False)
+    assert bad.returncode != 0
+    assert "requires=copy-offload needs a '#DW container' directive" in bad.stderr
+    wrong = instance.flux("submit", "--setattr=system.dw=[1, 2]", "true", check=False)
+    assert wrong.returncode != 0
+    assert "attributes.system.dw must be a string or a list of strings" in wrong.stderr
+
+
+def test_workflow_without_token_gives_a_job_without_one(instance, kube):
+    job = instance.submit("printenv", dw=PLAIN, hold=True)
+    jobid = instance.decimal(job)
+    kube.put(workflow(jobid, userid=UID, token=False, dw=PLAIN_DW,
+                      env={"DW_JOB_scratch": "/mnt/nnf/x-0"}))
+    instance.release(job)
+    out = instance.attach(job)
+    assert out.returncode == 0, out.stderr
+    env = env_of(out.stdout)
+    assert "DW_WORKFLOW_TOKEN" not in env
+    assert env["DW_WORKFLOW_NAME"] == f"fluxjob-{jobid}"
+    assert env["DW_JOB_scratch"] == "/mnt/nnf/x-0"
+
+
+def test_workflow_never_ready_gives_an_exception(instance, kube):
+    job = instance.submit("true", dw=CO, hold=True)
+    jobid = instance.decimal(job)
+    kube.put(workflow(jobid, userid=UID, state="Setup", ready=False))
+    instance.release(job)
+    out = instance.attach(job)
+    assert out.returncode != 0
+    exc = [e for e in instance.eventlog(job) if e["name"] == "exception"]
+    assert len(exc) == 1 and exc[0]["context"]["type"] == "copy-offload"
+    note = exc[0]["context"]["note"]
+    assert "timed out after 2s waiting for PreRun" in note and "state=Setup" in note
+    assert "start" not in names(instance.eventlog(job))
+
+
+def test_only_the_instance_owner_may_prepare(instance):
+    guest = {"FLUX_HANDLE_ROLEMASK": "0x2", "FLUX_HANDLE_USERID": str(UID + 4242)}
+    code = ("import flux, sys\n"
+            "try:\n"
+            "    flux.Flux().rpc('copy-offload.prepare', {'id': 5, 'userid': 1}).get()\n"
+            "except OSError as e:\n"
+            "    print(e.errno, e.strerror)\n")
+    out = instance.flux("python", "-c", code, env=guest).stdout
+    assert out.startswith("1 ") and "instance owner" in out  # EPERM
+
+
+def test_status_reports_the_watch(instance):
+    stats = instance.stats()
+    assert stats["synced"] is True
+    assert stats["watch"]["api-version"] == "v1alpha7"
+    assert stats["counts"]["requests"] >= 1
+    human = instance.flux("copy-offload", "status").stdout
+    assert "in sync:            yes" in human
+
+
+def test_service_down_gives_an_exception_then_recovers(instance, kube):
+    instance.flux("module", "remove", "copy-offload")
+    try:
+        job = instance.submit("true", dw=CO)
+        out = instance.attach(job)
+        assert out.returncode != 0
+        exc = [e for e in instance.eventlog(job) if e["name"] == "exception"]
+        assert "copy-offload service is not running" in exc[0]["context"]["note"]
+        plain = instance.submit("printenv", dw=PLAIN)
+        out = instance.attach(plain)  # asked for nothing: proceeds, with a warning logged
+        assert out.returncode == 0 and "DW_WORKFLOW_NAME" not in out.stdout
+        assert "proceeds without copy-offload variables" in instance.flux("dmesg").stdout
+    finally:
+        instance.flux("module", "load", "copy-offload")
+    instance.wait_service()
+    job = instance.submit("printenv", dw=CO, hold=True)
+    jobid = instance.decimal(job)
+    kube.put(workflow(jobid, userid=UID))
+    kube.put(token_secret(jobid))
+    instance.release(job)
+    assert "DW_WORKFLOW_TOKEN=" in instance.attach(job).stdout
+    assert json.loads(instance.flux("copy-offload", "status", "--json").stdout)["synced"]
