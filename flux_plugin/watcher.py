@@ -58,6 +58,7 @@ class WorkflowWatcher:
         self.resyncs = 0
         self.errors = 0
         self.last_error = ""
+        self._streak = 0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="copy-offload-watch", daemon=True)
@@ -101,6 +102,10 @@ class WorkflowWatcher:
                     self._api = self._api_factory(cfg)
                 items, rv = self._probe(self._api)
                 self.lists += 1
+                if self._streak:
+                    self._say(6, f"Workflow watch recovered after {self._streak} failed "
+                              "attempt(s)")
+                    self._streak = 0
                 self._post(self._sink.on_synced, self.generation, items, self.version)
                 while not self._stop.is_set():
                     self.watch_requests += 1
@@ -122,26 +127,32 @@ class WorkflowWatcher:
                     self.resyncs += 1
                     self._say(6, f"Workflow watch expired (410 Gone): listing again ({exc.text})")
                     continue
-                self.errors += 1
-                self.last_error = str(exc)
-                self._say(3, f"Workflow watch failed: {exc}; retrying in {backoff:g}s")
-                self._post(self._sink.on_lost, self.generation, str(exc))
-                if self._stop.wait(backoff):
+                if self._failed(str(exc), backoff):
                     break
                 backoff = min(backoff * 2, cfg.backoff_max)
             except Exception as exc:  # a bug or an odd reply: report, back off, go on
                 if self._stop.is_set():
                     break
-                self.errors += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                self._say(3, f"Workflow watch error: {self.last_error}; retrying in {backoff:g}s")
-                self._post(self._sink.on_lost, self.generation, self.last_error)
-                if self._stop.wait(backoff):
+                if self._failed(f"{type(exc).__name__}: {exc}", backoff):
                     break
                 backoff = min(backoff * 2, cfg.backoff_max)
         api, self._api = self._api, None
         if api is not None:
             api.close()
+
+    def _failed(self, text: str, backoff: float) -> bool:
+        """Count and report a failure, then wait; True if stopped meanwhile.
+
+        The first failure of a streak is an error in the log, the rest are debug lines, so an
+        API server that is down for an hour does not flood the log.
+        """
+        self.errors += 1
+        self._streak += 1
+        self.last_error = text
+        level = 3 if self._streak == 1 else 7
+        self._say(level, f"Workflow watch failed: {text}; retrying in {backoff:g}s")
+        self._post(self._sink.on_lost, self.generation, text)
+        return self._stop.wait(backoff)
 
     def _say(self, level: int, text: str) -> None:
         if self._log is not None:

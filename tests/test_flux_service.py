@@ -271,7 +271,9 @@ def test_api_500s_back_off_then_sync(kube, service):
     assert kind == "ok" and payload["variables"]["DW_WORKFLOW_TOKEN"] == TOKEN
     assert time.monotonic() - t0 >= 0.05 + 0.1 + 0.2 - 0.05  # 3 failures, doubling waits
     assert svc.rt.watcher.errors == 3 and "HTTP 500" in svc.rt.watcher.last_error
-    assert sum(1 for lvl, text in svc.logs if "retrying in" in text) == 3
+    levels = [lvl for lvl, text in svc.logs if "retrying in" in text]
+    assert levels == [3, 7, 7]  # one error per streak, then debug lines
+    assert any("recovered after 3 failed attempt(s)" in text for _, text in svc.logs)
 
 
 def test_secret_get_500_is_retried_once(kube, service):
