@@ -192,6 +192,8 @@ def decode_copy_request(body: bytes) -> CopyRequest:
         raise WireError(400, ERR_DECODE_PREFIX + _go_syntax_error(stripped, exc)) from None
     except ValueError as exc:
         raise WireError(400, ERR_DECODE_PREFIX + str(exc)) from None
+    except RecursionError:
+        raise WireError(400, ERR_DECODE_PREFIX + _too_deep(stripped)) from None
     request = CopyRequest()
     if value is None:
         return request
@@ -224,6 +226,41 @@ def decode_copy_request(body: bytes) -> CopyRequest:
             )
         setattr(request, name, item)
     return request
+
+
+_GO_MAX_DEPTH = 10000  # encoding/json's maxNestingDepth
+
+
+def _too_deep(doc: str) -> str:
+    """Go's error for a value nested too deeply: the bracket that went past the limit.
+
+    Go allows 10000 levels; Python's parser gives up near its recursion limit (about 1000), so
+    a body nested between the two gets the same text, naming the deepest bracket it reached.
+    """
+    depth = deepest = 0
+    char_at_deepest = "["
+    in_string = escaped = False
+    for char in doc:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, char_at_deepest = depth, char
+            if depth > _GO_MAX_DEPTH:
+                break
+        elif char in "]}":
+            depth -= 1
+            if depth <= 0:
+                break
+    return "invalid character %s exceeded max depth" % _go_quote_char(char_at_deepest)
 
 
 def _reject_constant(name: str) -> Any:

