@@ -65,6 +65,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             "copy-offload broker module loaded, or another copy running?")
         return EXIT_REGISTER
 
+    def on_signal(_h: Any, _w: Any, _signum: int, _args: Any) -> None:
+        h.reactor_stop()
+
+    # Before any helper thread exists: the reactor takes these signals (it may block them to
+    # read them from a signalfd), and threads started later inherit that signal mask.
+    sigs = [h.signal_watcher_create(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)]
+    for s in sigs:
+        s.start()
     front = Frontend(h, cfg, log)
     watchers: List[Any] = []
     for method, fn in (("prepare", front.prepare), ("forget", front.forget),
@@ -94,12 +102,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     config_stream = h.rpc("config.get", flags=FLUX_RPC_STREAMING).then(on_config)
 
-    def on_signal(_h: Any, _w: Any, _signum: int, _args: Any) -> None:
-        h.reactor_stop()
-
-    sigs = [h.signal_watcher_create(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)]
-    for s in sigs:
-        s.start()
     log(syslog.LOG_INFO, "started (standalone)")
     rc = 0
     try:

@@ -83,25 +83,21 @@ class Instance:
     """One ``flux start`` instance; ``flux(...)`` runs a flux command against it."""
 
     def __init__(self, tmp: str, plugins: str, kube: KubeDouble, *,
-                 prepare_timeout: float = 2.0, jobtap_timeout: float = 30.0) -> None:
+                 prepare_timeout: float = 2.0, jobtap_timeout: float = 30.0,
+                 module: bool = True) -> None:
         self.tmp = tmp
         self.kube = kube
-        conf = os.path.join(tmp, "conf")
-        os.makedirs(conf, exist_ok=True)
-        kubeconfig = kube.write_kubeconfig(os.path.join(tmp, "kubeconfig"))
-        with open(os.path.join(conf, "copy-offload.toml"), "w") as fh:
-            fh.write(
-                "[job-manager]\n"
-                f'plugins = [ {{ load = "{plugins}/copy-offload.so", '
-                f"conf = {{ timeout = {jobtap_timeout} }} }} ]\n\n"
-                "[copy-offload]\n"
-                f'kubeconfig = "{kubeconfig}"\n'
-                f"prepare-timeout = {prepare_timeout}\n"
-                "backoff-min = 0.1\nbackoff-max = 1.0\nrequest-timeout = 5.0\n")
+        self.plugins = plugins
+        self.jobtap_timeout = jobtap_timeout
+        self.conf_dir = os.path.join(tmp, "conf")
+        os.makedirs(self.conf_dir, exist_ok=True)
+        self.kubeconfig = kube.write_kubeconfig(os.path.join(tmp, "kubeconfig"))
+        self.write_config(f"prepare-timeout = {prepare_timeout}\n")
         env = _flux_env()
         env["PYTHONPATH"] = _python_path(tmp)
         env["FLUX_MODULE_PATH_PREPEND"] = os.path.join(REPO, "flux_plugin")
-        env["FLUX_MODPROBE_PATH_APPEND"] = os.path.join(REPO, "share", "flux", "modprobe")
+        if module:  # rc1 loads the service module, as the site's modprobe.d/rc1.d files do
+            env["FLUX_MODPROBE_PATH_APPEND"] = os.path.join(REPO, "share", "flux", "modprobe")
         env["FLUX_EXEC_PATH_PREPEND"] = os.path.join(REPO, "flux_plugin")
         shell_path = subprocess.run(["pkg-config", "--variable=fluxshellpluginpath",
                                      "flux-core"], env=env, capture_output=True,
@@ -114,7 +110,7 @@ class Instance:
                   f'mv {self.uri_file}.tmp {self.uri_file}; sleep 3600 & wait $!')
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
-                [FLUX or "flux", "start", "-s1", f"--config-path={conf}",
+                [FLUX or "flux", "start", "-s1", f"--config-path={self.conf_dir}",
                  f"-Sconf.shell_pluginpath={plugins}/shell:{shell_path}", "sh", "-c", script],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
@@ -125,6 +121,17 @@ class Instance:
         with open(self.uri_file) as fh:
             env["FLUX_URI"] = fh.read().strip()
         self.env = env
+
+    def write_config(self, extra: str = "") -> None:
+        """(Re)write the instance's TOML: both plugins' settings plus ``extra`` keys."""
+        with open(os.path.join(self.conf_dir, "copy-offload.toml"), "w") as fh:
+            fh.write(
+                "[job-manager]\n"
+                f'plugins = [ {{ load = "{self.plugins}/copy-offload.so", '
+                f"conf = {{ timeout = {self.jobtap_timeout} }} }} ]\n\n"
+                "[copy-offload]\n"
+                f'kubeconfig = "{self.kubeconfig}"\n'
+                "backoff-min = 0.1\nbackoff-max = 1.0\nrequest-timeout = 5.0\n" + extra)
 
     def broker_log(self) -> str:
         with open(self.log_path) as fh:
@@ -201,7 +208,8 @@ def instance(request: Any, tmp_path_factory: pytest.TempPathFactory, plugins: st
     options = getattr(request.module, "INSTANCE_OPTIONS", {})
     inst = Instance(str(tmp_path_factory.mktemp("flux")), plugins, kube, **options)
     try:
-        inst.wait_service()
+        if options.get("module", True):
+            inst.wait_service()
         yield inst
     finally:
         rc = inst.stop()

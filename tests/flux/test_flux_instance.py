@@ -159,3 +159,23 @@ def test_service_down_gives_an_exception_then_recovers(instance, kube):
     instance.release(job)
     assert "DW_WORKFLOW_TOKEN=" in instance.attach(job).stdout
     assert json.loads(instance.flux("copy-offload", "status", "--json").stdout)["synced"]
+
+
+def test_config_reload_applies_and_rejects(instance, kube):
+    instance.write_config("prepare-timeout = 2.0\nenv-keys = [\"NNF_CONTAINER_*\"]\n")
+    try:
+        instance.flux("config", "reload")
+        job = instance.submit("printenv", dw=PLAIN, hold=True)
+        jobid = instance.decimal(job)
+        kube.put(workflow(jobid, userid=UID, token=False, dw=PLAIN_DW))
+        instance.release(job)
+        env = env_of(instance.attach(job).stdout)
+        assert env["NNF_CONTAINER_PORTS"] == "5000" and "DW_JOB_my_storage" not in env
+        instance.write_config("prepare-timeout = \"soon\"\n")
+        bad = instance.flux("config", "reload", check=False)
+        assert bad.returncode != 0
+        assert "prepare-timeout must be a number" in bad.stderr
+    finally:
+        instance.write_config("prepare-timeout = 2.0\n")
+        instance.flux("config", "reload")
+    assert instance.stats()["config"]["env-keys"] == ["*"]
