@@ -150,27 +150,84 @@ def _json_kind(value: Any) -> str:
     return "null"
 
 
+_JSON_SPACE = " \t\r\n"
+
+
 def _go_syntax_error(doc: str, exc: json.JSONDecodeError) -> str:
-    if exc.pos >= len(doc.rstrip()):
+    """Go's ``SyntaxError`` text for the error Python's parser found at ``exc.pos``."""
+    msg, pos = exc.msg, exc.pos
+    if msg.startswith("Unterminated string") or pos >= len(doc.rstrip(_JSON_SPACE)):
         return "unexpected EOF"
-    char = doc[exc.pos]
     where = "looking for beginning of value"
-    if exc.msg.startswith("Expecting property name"):
+    if msg.startswith("Invalid control character"):
+        where = "in string literal"
+    elif msg.startswith("Invalid \\escape"):
+        pos += 1  # Python points at the backslash, Go at the character after it
+        where = "in string escape code"
+    elif msg.startswith("Invalid \\uXXXX"):
+        pos += 1  # Python points at the "u", Go at the first character that is not hex
+        while pos < len(doc) and doc[pos] in "0123456789abcdefABCDEF":
+            pos += 1
+        where = "in \\u hexadecimal character escape"
+    elif msg.startswith("Expecting property name"):
         where = "looking for beginning of object key string"
-    elif exc.msg.startswith("Expecting ':'"):
+    elif msg.startswith("Expecting ':'"):
         where = "after object key"
-    elif exc.msg.startswith("Expecting ',' delimiter"):
-        where = "after object key:value pair" if "{" in doc[: exc.pos] else "after array element"
-    return "invalid character %s %s" % (_go_quote_char(char), where)
+    elif msg.startswith("Expecting ',' delimiter"):
+        where = "after object key:value pair" if _innermost(doc, pos) == "{" else "after array element"
+    if pos >= len(doc):
+        return "unexpected EOF"
+    return "invalid character %s %s" % (_go_quote_char(doc[pos]), where)
+
+
+def _innermost(doc: str, end: int) -> str:
+    """The bracket (``[`` or ``{``) that is open at ``doc[end]``."""
+    stack: List[str] = []
+    in_string = escaped = False
+    for char in doc[:end]:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            stack.append(char)
+        elif char in "]}" and stack:
+            stack.pop()
+    return stack[-1] if stack else ""
+
+
+_GO_CHAR_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+                    "\v": "\\v", "\\": "\\\\"}
 
 
 def _go_quote_char(char: str) -> str:
-    """Go's ``quoteChar`` in encoding/json syntax errors: ``'x'``, ``'\\''``, ``'"'``."""
+    """Go's ``quoteChar`` in encoding/json syntax errors: ``'x'``, ``'\\''``, ``'"'``, ``'\\n'``.
+
+    Go quotes one byte (the first of a multi-byte character) with ``strconv.Quote``, so a
+    control character is escaped and an error text is always one line.
+    """
     if char == "'":
         return "'\\''"
     if char == '"':
         return "'\"'"
-    return "'%s'" % char
+    code = ord(char)
+    if code >= 0x80:
+        code = char.encode("utf-8", "surrogatepass")[0]
+        char = chr(code)
+    if char in _GO_CHAR_ESCAPES:
+        text = _GO_CHAR_ESCAPES[char]
+    elif code < 0x20 or code == 0x7F:
+        text = "\\x%02x" % code
+    elif not char.isprintable():
+        text = "\\u%04x" % code
+    else:
+        text = char
+    return "'%s'" % text
 
 
 def decode_copy_request(body: bytes) -> CopyRequest:

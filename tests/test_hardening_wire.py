@@ -39,6 +39,28 @@ def test_nesting_python_can_parse_still_decodes():
     assert wire.decode_copy_request(body).computeName == "c"
 
 
+@pytest.mark.parametrize("body, text", [
+    (b'{"computeName":"a\nb"}', "invalid character '\\n' in string literal"),
+    (b'{"computeName":"a\tb"}', "invalid character '\\t' in string literal"),
+    (b"\x00", "invalid character '\\x00' looking for beginning of value"),
+    (b"\x0b", "invalid character '\\v' looking for beginning of value"),
+    (b"\x7f", "invalid character '\\x7f' looking for beginning of value"),
+    (b"{\x01}", "invalid character '\\x01' looking for beginning of object key string"),
+    (b"\\", "invalid character '\\\\' looking for beginning of value"),
+    (b'{"computeName":"\\q"}', "invalid character 'q' in string escape code"),
+    (b'{"computeName":"\\u12zz"}', "invalid character 'z' in \\u hexadecimal character escape"),
+    (b'{"a":[1 2]}', "invalid character '2' after array element"),
+    (b'[{"a":1 "b":2}]', "invalid character '\"' after object key:value pair"),
+    (b'{"a":"abc', "unexpected EOF"),
+    (b'{"a":  ', "unexpected EOF"),
+    ("\u00e9".encode(), "invalid character '\u00c3' looking for beginning of value"),
+    (b"\xc2\x80", "invalid character '\u00c2' looking for beginning of value"),
+])
+def test_syntax_errors_in_go_words(body, text):
+    """Go's ``quoteChar``: the offending byte, escaped as ``strconv.Quote`` does (one line)."""
+    assert decode_error(body) == wire.ERR_DECODE_PREFIX + text
+
+
 json_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
 json_value = st.recursive(json_leaf, lambda kids: st.lists(kids, max_size=4)
                           | st.dictionaries(st.text(max_size=8), kids, max_size=4), max_leaves=12)
@@ -51,3 +73,15 @@ def test_decode_raises_only_wire_errors(body):
         wire.decode_copy_request(body)
     except wire.WireError as exc:
         assert exc.code == 400 and exc.message.startswith(wire.ERR_DECODE_PREFIX)
+        assert "\n" not in exc.message and "\r" not in exc.message and exc.message.isprintable(), exc.message
+
+
+@given(prefix=st.binary(max_size=40), junk=st.binary(min_size=1, max_size=4), suffix=st.binary(max_size=40))
+@MANY
+def test_errors_are_one_printable_line(prefix, junk, suffix):
+    """Control bytes anywhere in a body never reach the error text raw (it is logged, too)."""
+    for body in (prefix + junk + suffix, b'{"computeName":"' + junk + b'"}', b'{"' + junk + b'":1}'):
+        try:
+            wire.decode_copy_request(body)
+        except wire.WireError as exc:
+            assert exc.message.isprintable(), exc.message
