@@ -244,7 +244,7 @@ def decode_copy_request(body: bytes) -> CopyRequest:
     if not stripped:
         raise WireError(400, ERR_DECODE_PREFIX + "EOF")
     try:
-        value, _ = json.JSONDecoder(parse_constant=_reject_constant).raw_decode(stripped)
+        value, _ = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_GoNumber).raw_decode(stripped)
     except json.JSONDecodeError as exc:
         raise WireError(400, ERR_DECODE_PREFIX + _go_syntax_error(stripped, exc)) from None
     except ValueError as exc:
@@ -274,7 +274,7 @@ def decode_copy_request(body: bytes) -> CopyRequest:
         if not ok:
             kind = _json_kind(item)
             if kind == "number" and want is int:
-                kind = "number %s" % json.dumps(item)
+                kind = "number %s" % (item.text if isinstance(item, _GoNumber) else json.dumps(item))
             raise WireError(
                 400,
                 ERR_DECODE_PREFIX
@@ -283,6 +283,13 @@ def decode_copy_request(body: bytes) -> CopyRequest:
             )
         setattr(request, name, item)
     return request
+
+
+class _GoNumber(float):
+    """A JSON number with a fraction or exponent that keeps its text: Go's errors quote it (``1e3``)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 _GO_MAX_DEPTH = 10000  # encoding/json's maxNestingDepth

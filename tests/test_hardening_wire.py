@@ -61,6 +61,14 @@ def test_syntax_errors_in_go_words(body, text):
     assert decode_error(body) == wire.ERR_DECODE_PREFIX + text
 
 
+@pytest.mark.parametrize("literal", ["1e3", "1E+2", "1.50", "-0.0", "1e999", "2.0"])
+def test_number_errors_quote_the_literal(literal):
+    """Go's ``UnmarshalTypeError`` names the number as written, not as a float prints."""
+    text = decode_error(b'{"slots":%s}' % literal.encode())
+    assert text == (wire.ERR_DECODE_PREFIX + "json: cannot unmarshal number %s into Go struct field "
+                    "DMRequest.slots of type int32" % literal)
+
+
 json_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
 json_value = st.recursive(json_leaf, lambda kids: st.lists(kids, max_size=4)
                           | st.dictionaries(st.text(max_size=8), kids, max_size=4), max_leaves=12)
