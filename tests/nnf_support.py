@@ -28,7 +28,7 @@ FAST = KubeSettings(request_timeout=1.0, attempts=4, backoff=0.01, backoff_max=0
 
 
 class NnfWorld:
-    def __init__(self, kube: KubeDouble, tmp: str) -> None:
+    def __init__(self, kube: KubeDouble, tmp: str, seed: bool = True) -> None:
         self.kube = kube
         self.tmp = tmp
         self.root = os.path.join(tmp, "root")
@@ -38,6 +38,8 @@ class NnfWorld:
         self.hostfiles = os.path.join(tmp, "hostfiles")
         self.mpi_hostfile = os.path.join(tmp, "mpi-hostfile")
         self.mpirun_log = os.path.join(tmp, "mpirun.log")
+        if not seed:  # another process seeded this world (bench/bench_nnf.py); ``kube`` only configures clients
+            return
         for path in (self.rabbit_gfs2, self.rabbit_lustre, self.lus, self.hostfiles):
             os.makedirs(path, exist_ok=True)
         with open(self.mpi_hostfile, "w") as fh:

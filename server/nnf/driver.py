@@ -27,6 +27,8 @@ import collections
 import contextlib
 import copy
 import logging
+import os
+import re
 import shutil
 from typing import Any, Dict, List, Optional
 
@@ -61,6 +63,7 @@ from copy_offload.server.nnf.lookup import (
     random_name,
 )
 from copy_offload.server.nnf.prepare import DestinationPreparer
+from copy_offload.server.nnf.process import Processes
 from copy_offload.server.nnf.progress import micro_time, parse_duration, parse_time
 
 __all__ = ["NnfDriver", "NnfStartupError", "create_nnf_driver", "missing_environment"]
@@ -95,6 +98,7 @@ class NnfDriver(Driver):
         self._completed: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._started = False
         self.recovered: List[str] = []
+        self.processes = Processes(spawn_threads=4, run_threads=16)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -141,6 +145,7 @@ class NnfDriver(Driver):
         tasks = list(self._tasks.values())
         if tasks:
             await asyncio.wait(tasks, timeout=self.settings.cancel_wait)
+        self.processes.close()
         await self.kube.close()
 
     # ----------------------------------------------------------------- submit
@@ -162,14 +167,14 @@ class NnfDriver(Driver):
             raise WireError(500, "failed to create directory for MPI hostfile: %s" % exc) from None
         keep_hostfile = False
         try:
-            await DestinationPreparer(self.kube, self.kinds, data, dm, hostfile, use_setpriv=bool(self.settings.use_setpriv),
+            await DestinationPreparer(self.kube, self.kinds, self.processes, data, dm, hostfile, use_setpriv=bool(self.settings.use_setpriv),
                                       environment=self.settings.environment, timeout=self.settings.command_timeout).run()
             command = build_dm_command(data, hostfile, dm)
             created = await self._create(dm)
             name = "%s--%s" % (created["metadata"]["namespace"], created["metadata"]["name"])
             writer = StatusWriter(self.kube, self.kinds.nnfdatamovements, created, self.settings.status_conflict_retries)
             job = CopyJob(name=name, command=command, profile_data=data, user_config=dm["spec"].get("userConfig") or {},
-                          writer=writer, output_limit=self.settings.output_limit)
+                          writer=writer, output_limit=self.settings.output_limit, processes=self.processes)
             try:
                 await job.write_start()
             except KubeError as exc:
@@ -310,16 +315,12 @@ def request_state(dm: Dict[str, Any]) -> RequestState:
 
 def _bytes_in(text: Any) -> Optional[int]:
     """``18.626 GiB (20000000000 bytes)`` -> 20000000000."""
-    import re
-
     match = re.search(r"\((\d+) bytes", text) if isinstance(text, str) else None
     return int(match.group(1)) if match else None
 
 
 def _rate(text: Any) -> Optional[float]:
     """``111.243 MiB/s (20000000000 bytes in 171.458 seconds)`` -> bytes per second."""
-    import re
-
     match = re.search(r"\((\d+) bytes in ([0-9.]+) seconds\)", text) if isinstance(text, str) else None
     if not match or float(match.group(2)) <= 0:
         return None
@@ -327,8 +328,6 @@ def _rate(text: Any) -> Optional[float]:
 
 
 def _remove_hostfile_dir(hostfile: str) -> None:
-    import os
-
     shutil.rmtree(os.path.dirname(hostfile), ignore_errors=True)
 
 
@@ -381,6 +380,9 @@ async def create_nnf_driver(*, workflow_name: str, workflow_namespace: str, node
         driver = NnfDriver(kube, kinds, workflow_name=workflow_name, workflow_namespace=workflow_namespace,
                            node_name=node_name, settings=settings)
         await driver.start()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, kube.warm)
+        await loop.run_in_executor(None, driver.processes.warm)
     except BaseException:
         await kube.close()
         raise

@@ -17,13 +17,12 @@ import contextlib
 import copy
 import datetime as dt
 import logging
-import os
-import signal
 import time
 from typing import Any, Callable, Dict, Optional
 
 from copy_offload.server.nnf.kube import Kube, KubeConflict, KubeError, KubeNotFound, Res
 from copy_offload.server.nnf.prepare import exit_text
+from copy_offload.server.nnf.process import Child, Processes
 from copy_offload.server.nnf.progress import (
     OutputLog,
     format_duration,
@@ -78,8 +77,9 @@ class CopyJob:
     """The execution of one request, from the start status to the final one."""
 
     def __init__(self, *, name: str, command: str, profile_data: Dict[str, Any], user_config: Dict[str, Any],
-                 writer: StatusWriter, output_limit: int) -> None:
+                 writer: StatusWriter, output_limit: int, processes: Processes) -> None:
         self.name = name
+        self.processes = processes
         self.command = command
         self.full_command = "/bin/bash -c " + command
         self.profile_data = profile_data
@@ -89,7 +89,7 @@ class CopyJob:
         self.interval = float(interval) if isinstance(interval, (int, float)) and interval >= 1 else 0.0
         self.output = OutputLog(max_chars=output_limit)
         self.cmd_status: Dict[str, Any] = {"command": self.full_command}
-        self.process: Optional[asyncio.subprocess.Process] = None
+        self.process: Optional[Child] = None
         self.cancelled = False
         self.finished = asyncio.Event()
         self._dirty = False
@@ -116,13 +116,12 @@ class CopyJob:
         if self.cancelled:
             return
         try:
-            self.process = await asyncio.create_subprocess_exec(
-                "/bin/bash", "-c", self.command, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-            )
+            self.process = await self.processes.start(["/bin/bash", "-c", self.command])
         except OSError as exc:
             self.spawn_error = "fork/exec /bin/bash: %s" % (exc.strerror or exc)
         self._progress_start = time.monotonic()
+        if self.cancelled and self.process is not None:  # cancelled while starting
+            self.process.kill_group()
 
     # ----------------------------------------------------------------- run
 
@@ -137,7 +136,7 @@ class CopyJob:
             log.error("%s: could not record the end of the copy (%s); a restarted server will mark it failed", self.name, exc)
         return final
 
-    async def _supervise(self, proc: asyncio.subprocess.Process) -> None:
+    async def _supervise(self, proc: Child) -> None:
         reader = asyncio.ensure_future(self._read(proc))
         waiter = asyncio.ensure_future(proc.wait())
         try:
@@ -155,7 +154,7 @@ class CopyJob:
             try:
                 await asyncio.wait_for(asyncio.shield(reader), EOF_GRACE)
             except asyncio.TimeoutError:  # something the command started still holds the pipe
-                self._kill_group(proc)
+                proc.kill_group()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(reader), EOF_GRACE)
         finally:
@@ -164,9 +163,9 @@ class CopyJob:
                     task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
+            proc.close()
 
-    async def _read(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
+    async def _read(self, proc: Child) -> None:
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         while True:
             chunk = await proc.stdout.read(65536)
@@ -223,8 +222,4 @@ class CopyJob:
         """Kill the command's whole process group; ``run`` then records Cancelled."""
         self.cancelled = True
         if self.process is not None and self.process.returncode is None:
-            self._kill_group(self.process)
-
-    def _kill_group(self, proc: asyncio.subprocess.Process) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            self.process.kill_group()

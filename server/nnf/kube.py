@@ -230,13 +230,20 @@ class Kube:
         if not res.group:
             if res.plural != "pods" or not namespace:
                 raise ValueError("only namespaced pods are listed from the core group")
-            result = await self._call(what, self.core.list_namespaced_pod, namespace, **kwargs)
-            doc = self.api_client.sanitize_for_serialization(result)
+            doc = await self._call(what, self._list_pods, namespace, **kwargs)
         elif namespace:
             doc = await self._call(what, self.custom.list_namespaced_custom_object, res.group, res.version, namespace, res.plural, **kwargs)
         else:
             doc = await self._call(what, self.custom.list_cluster_custom_object, res.group, res.version, res.plural, **kwargs)
         return list((doc or {}).get("items") or [])
+
+    def _list_pods(self, namespace: str, **kwargs: Any) -> Dict[str, Any]:
+        """In the worker thread: the client's typed answer turned back into plain data."""
+        return self.api_client.sanitize_for_serialization(self.core.list_namespaced_pod(namespace, **kwargs))
+
+    def warm(self) -> None:
+        """Start the worker threads now, not during the first burst of requests."""
+        _warm(self._pool, self.settings.threads)
 
     async def create(self, res: Res, namespace: str, body: Dict[str, Any]) -> Dict[str, Any]:
         """Create; retried on transient errors only when ``body`` names the object."""
@@ -259,6 +266,16 @@ class Kube:
         except KubeNotFound:
             return False
         return True
+
+
+def _warm(pool: concurrent.futures.ThreadPoolExecutor, threads: int) -> None:
+    """Make ``pool`` start all ``threads`` workers (each new submit starts one while none is idle)."""
+    import threading
+
+    gate = threading.Event()
+    futures = [pool.submit(gate.wait, 5) for _ in range(threads)]
+    gate.set()
+    concurrent.futures.wait(futures)
 
 
 def _describe(exc: BaseException) -> str:

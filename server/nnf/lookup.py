@@ -7,12 +7,14 @@ reference's, so the first problem reported is the same one nnf-dm's server would
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 import random
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from copy_offload.client.wire import CopyRequest, WireError
+from copy_offload.server.nnf.command import read_prebuilt_hosts
 from copy_offload.server.nnf.kube import Kube, KubeError, KubeNotFound, Res
 
 WF_NAME = "dataworkflowservices.github.io/workflow.name"
@@ -323,8 +325,6 @@ class Planner:
                 raise fail("found more than one worker pod for node %s - there should only be one" % rabbit)
             pod = pods[0]["metadata"]["name"]
             return ["%s.%s.%s.svc.cluster.local" % (pod, self.workflow_name, self.workflow_namespace)]
-        from copy_offload.server.nnf.command import read_prebuilt_hosts
-
         try:
             return await _in_thread(read_prebuilt_hosts, self.mpi_hostfile)
         except OSError as exc:
@@ -333,8 +333,6 @@ class Planner:
 
 
 async def _in_thread(fn: Any, *args: Any) -> Any:
-    import asyncio
-
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 

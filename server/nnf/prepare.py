@@ -7,13 +7,12 @@ create (the destination, its parent for a file-to-file copy, and for a gfs2/xfs 
 side by side), and makes it with ``mkdirCommand``. The error texts are the reference's,
 including its ``internal error: ...`` resource-error prefix.
 
-Commands run as asyncio subprocesses with a timeout, never on the event loop.
+Commands run in worker threads with a timeout (killing their process group), never on the
+event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import re
 import signal
@@ -23,6 +22,7 @@ from copy_offload.client.wire import WireError
 from copy_offload.server.nnf.command import build_stat_or_mkdir_command
 from copy_offload.server.nnf.kube import Kube, KubeNotFound
 from copy_offload.server.nnf.lookup import Kinds, clean, dest_base
+from copy_offload.server.nnf.process import Processes
 
 
 class CommandError(Exception):
@@ -46,38 +46,25 @@ def exit_text(returncode: Optional[int]) -> str:
     return "signal: " + name.lower()
 
 
-async def run_command(cmd: str, timeout: Optional[float]) -> str:
+async def run_command(processes: Processes, cmd: str, timeout: Optional[float]) -> str:
     """``bash -c cmd``; stdout on success, ``CommandError`` with nnf-sos' text otherwise."""
     try:
-        proc = await asyncio.create_subprocess_exec(
-            "bash", "-c", cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True,
-        )
+        returncode, out, err = await processes.run(["bash", "-c", cmd], timeout)
     except OSError as exc:
         raise CommandError("command: %s - stderr:  - stdout:  - error: fork/exec bash: %s" % (cmd, exc.strerror)) from None
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        out, err = await proc.communicate()
-        proc.returncode = -signal.SIGKILL
-    except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        raise
     stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-    if proc.returncode != 0:
-        raise CommandError("command: %s - stderr: %s - stdout: %s - error: %s" % (cmd, stderr, stdout, exit_text(proc.returncode)), stdout)
+    if returncode != 0:
+        raise CommandError("command: %s - stderr: %s - stdout: %s - error: %s" % (cmd, stderr, stdout, exit_text(returncode)), stdout)
     return stdout
 
 
 class DestinationPreparer:
     """``PrepareDestination`` for one request."""
 
-    def __init__(self, kube: Kube, kinds: Kinds, profile_data: Dict[str, Any], dm: Dict[str, Any], hostfile: str, *,
-                 use_setpriv: bool, environment: str, timeout: Optional[float]) -> None:
+    def __init__(self, kube: Kube, kinds: Kinds, processes: Processes, profile_data: Dict[str, Any], dm: Dict[str, Any],
+                 hostfile: str, *, use_setpriv: bool, environment: str, timeout: Optional[float]) -> None:
         self.kube = kube
+        self.processes = processes
         self.kinds = kinds
         self.data = profile_data
         self.dm = dm
@@ -105,7 +92,7 @@ class DestinationPreparer:
 
     async def stat(self, path: str) -> str:
         try:
-            return await run_command(self._cmd("statCommand", path), self.timeout)
+            return await run_command(self.processes, self._cmd("statCommand", path), self.timeout)
         except CommandError as exc:
             raise CommandError("could not stat path ('%s'): %s" % (path, exc)) from None
 
@@ -198,7 +185,7 @@ class DestinationPreparer:
                 raise
         cmd = self._cmd("mkdirCommand", path)
         try:
-            await run_command(cmd, self.timeout)
+            await run_command(self.processes, cmd, self.timeout)
         except CommandError as exc:
             raise CommandError("data movement mkdir failed ('%s'): %s output: %s" % (cmd, exc, exc.stdout)) from None
 
