@@ -10,8 +10,9 @@ ever contains the token.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import OrderedDict
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import jwt
 from copy_offload.client import wire
@@ -28,8 +29,9 @@ class TokenVerifier:
 
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
-        # Digest of tokens already verified: a job's client repeats the same token on every call.
-        self._verified: OrderedDict[bytes, None] = OrderedDict()
+        # Digest of tokens already verified -> their exp (None: none): a job's client repeats the
+        # same token on every call. A cached token is checked again once its exp has passed.
+        self._verified: OrderedDict[bytes, Optional[float]] = OrderedDict()
 
     def check_header(self, header: Optional[str]) -> None:
         if not header:
@@ -37,16 +39,20 @@ class TokenVerifier:
         token = header.replace(wire.BEARER, "", 1).strip()
         digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
         if digest in self._verified:
-            self._verified.move_to_end(digest)
-            return
-        self._verify(token)
-        self._verified[digest] = None
+            expiry = self._verified[digest]
+            if expiry is None or time.time() < expiry:
+                self._verified.move_to_end(digest)
+                return
+            del self._verified[digest]  # its exp has passed: the full check below says so
+        claims = self._verify(token)
+        exp = claims.get("exp")
+        self._verified[digest] = float(exp) if isinstance(exp, (int, float)) else None
         if len(self._verified) > _VERIFIED_CACHE:
             self._verified.popitem(last=False)
 
-    def _verify(self, token: str) -> None:
+    def _verify(self, token: str) -> Dict[str, Any]:
         try:
-            jwt.decode(
+            return jwt.decode(
                 token,
                 self._secret,
                 algorithms=["HS256"],
