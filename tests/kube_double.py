@@ -1117,7 +1117,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 code, doc = 200, double._discovery(info)
             elif entry.verb == "watch":
                 entry.status = 200
-                self._stream_watch(info, query)
+                self._stream_watch(info, query, entry)
                 return
             elif entry.verb == "get":
                 code, doc = 200, double.handle_get(info, query)
@@ -1139,7 +1139,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         self._send_json(code, doc)
 
-    def _stream_watch(self, info: Dict[str, Any], query: Dict[str, str]) -> None:
+    def _stream_watch(self, info: Dict[str, Any], query: Dict[str, str], entry: LoggedRequest) -> None:
         # Like a real API server, answer the headers at once (before any event), so a client
         # blocked on a quiet watch is reading the body and can be interrupted there.
         double = self.server.double
@@ -1150,6 +1150,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if err.code == 410 and not double.watch_gone_as_http:
                 events = iter([{"type": "ERROR", "object": err.body}])
             else:
+                entry.status = err.code
                 self._send_json(err.code, err.body)
                 return
         self.send_response(200)

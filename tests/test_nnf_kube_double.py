@@ -127,3 +127,36 @@ def test_nnf_double_faults(kube):
     no_retry.api_client.close()
     assert kube.count(verb="get", fault="reset") == 1
     assert kube.count(verb="get", plural="workflows", status=503) == 2
+
+
+def test_nnf_double_delete_finalizers_json_patch_and_watch_control(kube):
+    co, core = kube.custom, kube.core
+    core.create_namespaced_secret("default", {"metadata": {"name": "s", "finalizers": ["keep"]}, "data": {"k": "dg=="}})
+    core.delete_namespaced_secret("s", "default")
+    held = core.read_namespaced_secret("s", "default")
+    assert held.metadata.deletion_timestamp is not None  # finalizer holds it
+    core.patch_namespaced_secret("s", "default", [{"op": "remove", "path": "/metadata/finalizers"}])
+    with pytest.raises(client.ApiException) as err:
+        core.read_namespaced_secret("s", "default")
+    assert err.value.status == 404
+    # a watch started from now sees the ADDED replay only for rv 0, and close_watches() ends it
+    seen = []
+
+    def run():
+        for ev in watch.Watch().stream(co.list_namespaced_custom_object, *WF, resource_version="0", timeout_seconds=5):
+            seen.append(ev["type"])
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(0.3)
+    began = time.monotonic()
+    kube.close_watches()
+    thread.join(5)
+    assert seen == ["ADDED"] and time.monotonic() - began < 2
+    kube.compact()
+    kube.watch_gone_as_http = True
+    with pytest.raises(client.ApiException) as err:
+        for _ in watch.Watch().stream(co.list_namespaced_custom_object, *WF, resource_version="2", timeout_seconds=2):
+            pass
+    assert err.value.status == 410
+    assert kube.count(verb="watch", status=410) == 1
