@@ -418,3 +418,70 @@ def test_nnf_rbac_grants_exactly_the_calls_made(world):
         used.add((entry.group, resource, entry.verb))
     assert used <= allowed, used - allowed
     assert allowed <= used, allowed - used
+
+
+def test_nnf_storage_and_configuration_errors(world):
+    lsrc = world.source_tree("l", lustre=True)
+    gsrc = world.source_tree("g")
+    dest = world.lus + "/out"
+    kube = world.kube
+
+    async def scenario():
+        driver = await world.driver()
+        texts = []
+
+        async def err(request):
+            texts.append((await submit_error(driver, request)).message)
+
+        kube.modify(DWS, "clientmounts", "compute-01", "default-fluxjob-1234-2-computes",
+                    lambda o: o["metadata"]["labels"].pop("nnf.cray.hpe.com/directive_index"))
+        await err(world.request(lsrc, dest))
+        kube.modify(DWS, "clientmounts", "compute-01", "default-fluxjob-1234-2-computes",
+                    lambda o: o["metadata"]["labels"].update({"nnf.cray.hpe.com/directive_index": "2"}))
+        kube.modify(NNF, "nnfstorages", "default", "fluxjob-1234-2", lambda o: o["spec"]["allocationSets"].pop())
+        await err(world.request(lsrc, dest))
+        kube.modify(NNF, "nnfstorages", "default", "fluxjob-1234-2", lambda o: o["spec"].update(fileSystemType="xfs"))
+        await err(world.request(lsrc, dest))
+        kube.remove(NNF, "nnfstorages", "default", "fluxjob-1234-2")
+        await err(world.request(lsrc, dest))
+        kube.modify(DWS, "systemconfigurations", "default", "default", lambda o: o["spec"]["storageNodes"][0].update(computesAccess=[]))
+        await err(world.request(gsrc, dest))  # ours: the reference would try namespace ""
+        kube.remove(DWS, "systemconfigurations", "default", "default")
+        await err(world.request(gsrc, dest))
+        await driver.close()
+        return texts
+
+    texts = run(scenario())
+    assert texts == [
+        "unable to find directive index label on compute ClientMount, namespace=compute-01 name=default-fluxjob-1234-2-computes",
+        "ost allocation set not found",
+        "Unsupported storage type xfs",
+        'NNF Storage not found: nnfstorages.nnf.cray.hpe.com "fluxjob-1234-2" not found',
+        "compute node 'compute-01' has no Rabbit in SystemConfiguration default/default",
+        'failed to retrieve system configuration: systemconfigurations.dataworkflowservices.github.io "default" not found',
+    ]
+
+
+def test_nnf_status_wait_ends_when_the_resource_goes(world, monkeypatch):
+    monkeypatch.setenv("FAKE_DCP_STEPS", "100")
+    monkeypatch.setenv("FAKE_DCP_SLEEP", "0.1")
+    src = world.source_tree("w")
+
+    async def scenario():
+        driver = await world.driver()
+        name = await driver.submit(world.request(src, world.tmp + "/w-out"))
+        waiter = asyncio.ensure_future(driver.status(name, 30))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()  # waiting for completion, event-driven
+        namespace, dm_name = name.split("--")
+        world.kube.remove(NNF, "nnfdatamovements", namespace, dm_name)
+        await driver.cancel(name)
+        try:
+            await waiter
+        except wire.WireError as exc:
+            return exc
+        finally:
+            await driver.close()
+
+    exc = run(scenario())
+    assert (exc.code, exc.message) == (404, "request not found after waiting for completion")
