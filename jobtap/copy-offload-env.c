@@ -11,14 +11,15 @@
  *
  *  The eventlog is watched rather than read once: the job manager commits
  *  events in batches, so a fast shell could otherwise read it just before the
- *  event lands.  The watch ends at the event; at the prolog-finish of the
- *  copy-offload prolog (the event is always posted before it); or at start,
- *  clean or a fatal exception.
+ *  event lands.  The event is always posted before the copy-offload prolog
+ *  ends, and so before the job's start event (which precedes shell.init), so
+ *  the watch ends at the event, or with an error at the copy-offload
+ *  prolog-finish, at start, at clean or at a fatal exception.  A job never
+ *  waits long when the jobtap plugin is missing: start comes at once.
  *
  * Options (shell options, -o copy-offload.timeout=N):
- *   copy-offload.timeout  seconds to wait for the event (default 60); after
- *                         that the job fails with a message that names the
- *                         likely cause (the jobtap plugin is not loaded).
+ *   copy-offload.timeout  seconds to wait for the next eventlog entry
+ *                         (default 60), a guard against a stuck KVS.
  *
  * Install in the shell plugin directory
  * (pkg-config --variable=fluxshellpluginpath flux-core): the default
@@ -98,7 +99,12 @@ static int check_entry (flux_shell_t *shell, const char *text)
         }
     }
     else if (!strcmp (name, "start") || !strcmp (name, "clean")) {
-        shell_log_error ("no %s event before %s", ENV_EVENT, name);
+        /* The jobtap plugin posts the event before its prolog ends, and so
+         * before start: it is not coming.
+         */
+        shell_log_error ("no %s event before the job's %s event; is the "
+                         "copy-offload jobtap plugin loaded "
+                         "('flux jobtap list')?", ENV_EVENT, name);
         rc = -1;
     }
     else if (!strcmp (name, "exception")) {
@@ -129,9 +135,8 @@ static int read_env_event (flux_shell_t *shell, flux_t *h, flux_jobid_t id,
     while (rc == 0) {
         if (flux_future_wait_for (f, timeout) < 0) {
             if (errno == ETIMEDOUT)
-                shell_log_error ("no %s event in the job eventlog after %gs; "
-                                 "is the copy-offload jobtap plugin loaded "
-                                 "('flux jobtap list')?", ENV_EVENT, timeout);
+                shell_log_error ("no %s event in the job eventlog after %gs",
+                                 ENV_EVENT, timeout);
             else
                 shell_log_errno ("waiting for the job eventlog");
             rc = -1;

@@ -161,6 +161,19 @@ class Instance:
             assert time.monotonic() < deadline, f"service not ready: {proc.stderr}"
             time.sleep(0.1)
 
+    def put_workflow(self, obj: Dict[str, Any]) -> None:
+        """Store a Workflow in the double and wait until the service's watch has seen it.
+
+        With flux-coral2 a job's Workflow exists long before RUN; here the test creates it
+        just before releasing the job, so it waits for the watch event to avoid a race.
+        """
+        before = self.stats()["watch"]["events"]
+        self.kube.put(obj)
+        deadline = time.monotonic() + 30
+        while self.stats()["watch"]["events"] <= before:
+            assert time.monotonic() < deadline, "the service never saw the Workflow"
+            time.sleep(0.05)
+
     def submit(self, *args: str, dw: Optional[str] = None, hold: bool = False) -> str:
         opts = []
         if dw is not None:

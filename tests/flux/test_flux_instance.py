@@ -41,8 +41,8 @@ def test_dw_job_with_token_gets_variables_in_its_tasks(instance, kube):
     token = f"tok-{uuid.uuid4().hex}"
     job = instance.submit("printenv", dw=CO, hold=True)
     jobid = instance.decimal(job)
-    kube.put(workflow(jobid, userid=UID))
     kube.put(token_secret(jobid, token=token))
+    instance.put_workflow(workflow(jobid, userid=UID))
     instance.release(job)
     out = instance.attach(job)
     assert out.returncode == 0, out.stderr
@@ -64,7 +64,7 @@ def test_token_arriving_after_run_is_delivered(instance, kube):
     token = f"late-{uuid.uuid4().hex}"
     job = instance.submit("printenv", "DW_WORKFLOW_TOKEN", dw=CO, hold=True)
     jobid = instance.decimal(job)
-    kube.put(workflow(jobid, userid=UID, state="Setup", ready=False, token=False))
+    instance.put_workflow(workflow(jobid, userid=UID, state="Setup", ready=False, token=False))
     instance.release(job)
     deadline = time.monotonic() + 10
     while "prolog-start" not in names(instance.eventlog(job)):
@@ -92,7 +92,7 @@ def test_copy_offload_without_container_is_rejected_at_submit(instance):
 def test_workflow_without_token_gives_a_job_without_one(instance, kube):
     job = instance.submit("printenv", dw=PLAIN, hold=True)
     jobid = instance.decimal(job)
-    kube.put(workflow(jobid, userid=UID, token=False, dw=PLAIN_DW,
+    instance.put_workflow(workflow(jobid, userid=UID, token=False, dw=PLAIN_DW,
                       env={"DW_JOB_scratch": "/mnt/nnf/x-0"}))
     instance.release(job)
     out = instance.attach(job)
@@ -106,7 +106,7 @@ def test_workflow_without_token_gives_a_job_without_one(instance, kube):
 def test_workflow_never_ready_gives_an_exception(instance, kube):
     job = instance.submit("true", dw=CO, hold=True)
     jobid = instance.decimal(job)
-    kube.put(workflow(jobid, userid=UID, state="Setup", ready=False))
+    instance.put_workflow(workflow(jobid, userid=UID, state="Setup", ready=False))
     instance.release(job)
     out = instance.attach(job)
     assert out.returncode != 0
@@ -154,8 +154,8 @@ def test_service_down_gives_an_exception_then_recovers(instance, kube):
     instance.wait_service()
     job = instance.submit("printenv", dw=CO, hold=True)
     jobid = instance.decimal(job)
-    kube.put(workflow(jobid, userid=UID))
     kube.put(token_secret(jobid))
+    instance.put_workflow(workflow(jobid, userid=UID))
     instance.release(job)
     assert "DW_WORKFLOW_TOKEN=" in instance.attach(job).stdout
     assert json.loads(instance.flux("copy-offload", "status", "--json").stdout)["synced"]
@@ -167,7 +167,7 @@ def test_config_reload_applies_and_rejects(instance, kube):
         instance.flux("config", "reload")
         job = instance.submit("printenv", dw=PLAIN, hold=True)
         jobid = instance.decimal(job)
-        kube.put(workflow(jobid, userid=UID, token=False, dw=PLAIN_DW))
+        instance.put_workflow(workflow(jobid, userid=UID, token=False, dw=PLAIN_DW))
         instance.release(job)
         env = env_of(instance.attach(job).stdout)
         assert env["NNF_CONTAINER_PORTS"] == "5000" and "DW_JOB_my_storage" not in env
@@ -179,3 +179,24 @@ def test_config_reload_applies_and_rejects(instance, kube):
         instance.write_config("prepare-timeout = 2.0\n")
         instance.flux("config", "reload")
     assert instance.stats()["config"]["env-keys"] == ["*"]
+
+
+def test_shell_plugin_without_the_jobtap_plugin_fails_the_job_clearly(instance):
+    so = os.path.join(instance.plugins, "copy-offload.so")
+    bad = instance.flux("jobtap", "load", so, "timeout=soon", check=False)
+    assert bad.returncode != 0
+    assert "conf takes only timeout=SECONDS" in instance.flux("dmesg").stdout
+    instance.flux("jobtap", "remove", "copy-offload.so")
+    try:
+        t0 = time.monotonic()
+        job = instance.submit("true", dw=PLAIN)
+        out = instance.attach(job)
+        assert out.returncode != 0
+        assert "no copy-offload-env event before the job's start event" in out.stderr
+        assert "is the copy-offload jobtap plugin loaded" in out.stderr
+        assert time.monotonic() - t0 < 10  # no waiting out the shell plugin's timeout
+        bad = instance.submit("-o", "copy-offload.timeout=-1", "true", dw=PLAIN)
+        assert "copy-offload.timeout must be a positive number" in instance.attach(bad).stderr
+    finally:
+        instance.flux("jobtap", "load", so, f"timeout={instance.jobtap_timeout}")
+    assert "timeout" in instance.flux("jobtap", "query", "copy-offload.so").stdout

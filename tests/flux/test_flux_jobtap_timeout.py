@@ -13,7 +13,7 @@ INSTANCE_OPTIONS = {"prepare_timeout": 60.0, "jobtap_timeout": 1.0}
 def test_no_answer_in_time_gives_an_exception_naming_the_service(instance, kube):
     job = instance.submit("true", dw=" ".join(CO_DW), hold=True)
     jobid = instance.decimal(job)
-    kube.put(workflow(jobid, userid=os.getuid(), state="DataIn", ready=False))
+    instance.put_workflow(workflow(jobid, userid=os.getuid(), state="DataIn", ready=False))
     instance.release(job)
     assert instance.attach(job).returncode != 0
     exc = [e for e in instance.eventlog(job) if e["name"] == "exception"]

@@ -31,8 +31,8 @@ def test_standalone_service_serves_jobs_follows_config_and_stops_cleanly(instanc
 
         job = instance.submit("printenv", dw=" ".join(CO_DW), hold=True)
         jobid = instance.decimal(job)
-        kube.put(workflow(jobid, userid=os.getuid()))
         kube.put(token_secret(jobid, token="standalone-token"))
+        instance.put_workflow(workflow(jobid, userid=os.getuid()))
         instance.release(job)
         out = instance.attach(job)
         assert "DW_WORKFLOW_TOKEN=standalone-token" in out.stdout
