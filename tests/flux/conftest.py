@@ -84,7 +84,9 @@ class Instance:
 
     def __init__(self, tmp: str, plugins: str, kube: KubeDouble, *,
                  prepare_timeout: float = 2.0, jobtap_timeout: float = 30.0,
-                 module: bool = True) -> None:
+                 module: bool = True, bare: bool = False) -> None:
+        """``module=False``: the service is not loaded; ``bare=True``: no copy-offload piece
+        at all (a baseline instance)."""
         self.tmp = tmp
         self.kube = kube
         self.plugins = plugins
@@ -92,11 +94,12 @@ class Instance:
         self.conf_dir = os.path.join(tmp, "conf")
         os.makedirs(self.conf_dir, exist_ok=True)
         self.kubeconfig = kube.write_kubeconfig(os.path.join(tmp, "kubeconfig"))
+        self.bare = bare
         self.write_config(f"prepare-timeout = {prepare_timeout}\n")
         env = _flux_env()
         env["PYTHONPATH"] = _python_path(tmp)
         env["FLUX_MODULE_PATH_PREPEND"] = os.path.join(REPO, "flux_plugin")
-        if module:  # rc1 loads the service module, as the site's modprobe.d/rc1.d files do
+        if module and not bare:  # rc1 loads the service, as the site's modprobe files do
             env["FLUX_MODPROBE_PATH_APPEND"] = os.path.join(REPO, "share", "flux", "modprobe")
         env["FLUX_EXEC_PATH_PREPEND"] = os.path.join(REPO, "flux_plugin")
         shell_path = subprocess.run(["pkg-config", "--variable=fluxshellpluginpath",
@@ -111,7 +114,8 @@ class Instance:
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
                 [FLUX or "flux", "start", "-s1", f"--config-path={self.conf_dir}",
-                 f"-Sconf.shell_pluginpath={plugins}/shell:{shell_path}", "sh", "-c", script],
+                 f"-Sconf.shell_pluginpath={shell_path if bare else plugins + '/shell:' + shell_path}",
+                 "sh", "-c", script],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
         while not os.path.exists(self.uri_file):
@@ -125,6 +129,8 @@ class Instance:
     def write_config(self, extra: str = "") -> None:
         """(Re)write the instance's TOML: both plugins' settings plus ``extra`` keys."""
         with open(os.path.join(self.conf_dir, "copy-offload.toml"), "w") as fh:
+            if self.bare:
+                return
             fh.write(
                 "[job-manager]\n"
                 f'plugins = [ {{ load = "{self.plugins}/copy-offload.so", '
