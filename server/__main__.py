@@ -70,11 +70,14 @@ async def build_driver(settings: ServerSettings) -> Driver:
     missing = nnf.missing_environment()
     if missing:
         raise StartupError(missing)
-    return await nnf.create_nnf_driver(
-        workflow_name=settings.workflow_name, workflow_namespace=settings.workflow_namespace,
-        node_name=settings.node_name, kubeconfig=settings.kubeconfig,
-        nnf_api_version=settings.nnf_api_version, dws_api_version=settings.dws_api_version,
-    )
+    try:
+        return await nnf.create_nnf_driver(
+            workflow_name=settings.workflow_name, workflow_namespace=settings.workflow_namespace,
+            node_name=settings.node_name, kubeconfig=settings.kubeconfig,
+            nnf_api_version=settings.nnf_api_version, dws_api_version=settings.dws_api_version,
+        )
+    except nnf.NnfStartupError as exc:
+        raise StartupError(str(exc)) from None
 
 
 async def serve(settings: ServerSettings) -> None:
