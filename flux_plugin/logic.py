@@ -173,9 +173,12 @@ class TokenService:
             self.counts["forgotten"] += 1
         self._given_tokens.pop(jobid, None)
         name = workflow_name(jobid)
-        for p in self._pending.pop(name, []):
-            self._fail(p, errno.ECANCELED, f"job {jobid} became inactive before its "
-                       "Workflow was ready")
+        read = self._reads.get(name)
+        waiting = self._pending.pop(name, []) + (read.waiters if read else [])
+        for p in waiting:
+            if not p.done:
+                self._fail(p, errno.ECANCELED, f"job {jobid} became inactive before it "
+                           "got its variables")
 
     def stats(self) -> Dict[str, Any]:
         """Counters for ``flux copy-offload status`` (no tokens, no variables)."""

@@ -246,3 +246,14 @@ def test_a_lost_watch_defers_absent_answers(logic):
     logic.expire()
     kind, _, errnum, text = logic.handle.one(msg)
     assert errnum == errno.ETIMEDOUT and "not in sync" in text and "HTTP 500: boom" in text
+
+
+def test_forget_during_the_secret_read_keeps_no_token(logic):
+    logic.on_synced(1, [workflow(9)], "v1alpha7")
+    msg = prepare(logic, 9)
+    assert len(logic.reader.calls) == 1
+    logic.forget(9)
+    assert logic.handle.one(msg)[2] == errno.ECANCELED
+    logic.reader.finish(TOKEN)  # the GET comes back after the job went inactive
+    assert logic.handle.for_msg(msg) == [logic.handle.replies[0]]
+    assert logic.stats()["jobs-with-token"] == 0 and logic.given(9) is None

@@ -200,3 +200,25 @@ def test_shell_plugin_without_the_jobtap_plugin_fails_the_job_clearly(instance):
     finally:
         instance.flux("jobtap", "load", so, f"timeout={instance.jobtap_timeout}")
     assert "timeout" in instance.flux("jobtap", "query", "copy-offload.so").stdout
+
+
+def test_cancel_while_waiting_ends_the_prolog_and_the_wait(instance, kube):
+    job = instance.submit("true", dw=CO, hold=True)
+    jobid = instance.decimal(job)
+    instance.put_workflow(workflow(jobid, userid=UID, state="Setup", ready=False))
+    instance.release(job)
+    instance.flux("job", "wait-event", "-t", "10", job, "prolog-start")
+    before = instance.stats()
+    assert before["pending"] == 1
+    t0 = time.monotonic()
+    instance.flux("cancel", job)
+    instance.flux("job", "wait-event", "-t", "10", job, "clean")
+    assert time.monotonic() - t0 < 5  # not the 2 s prepare-timeout plus the jobtap timeout
+    events = instance.eventlog(job)
+    assert [e["context"]["status"] for e in events if e["name"] == "prolog-finish"] == [1]
+    while instance.stats()["pending"] != 0:  # job inactive -> copy-offload.forget
+        assert time.monotonic() - t0 < 1.8, "the wait was not ended by the job going inactive"
+        time.sleep(0.05)
+    after = instance.stats()["counts"]
+    assert after["timeouts"] == before["counts"]["timeouts"]
+    assert after["errors"] == before["counts"]["errors"] + 1  # the cancelled wait's ECANCELED
