@@ -37,3 +37,21 @@ def server_factory(material: Material) -> Iterator[Callable[..., ServerProcess]]
 def mock_server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     """The reference mock mode with TLS and a token, as the reference e2e runs it."""
     return server_factory("mock")
+
+
+@pytest.fixture
+def kube_double():
+    """A fresh Kubernetes API double (see tests/kube_double.py) that the real client talks to."""
+    from kube_double import KubeDouble
+
+    with KubeDouble() as double:
+        yield double
+
+
+@pytest.fixture
+def nnf_kube(kube_double, tmp_path):
+    """The double seeded with the NNF scenario of spec/nnf-resources.md (Workflow, mounts, profiles)."""
+    from kube_double import seed_nnf
+
+    seed_nnf(kube_double, root=str(tmp_path / "root"))
+    return kube_double
