@@ -20,6 +20,10 @@ log = logging.getLogger("copy_offload.server")
 
 TEXT = "text/plain; charset=utf-8"
 MAX_BODY_BYTES = 1 << 20  # a copy request is a few hundred bytes; libcopyoffload caps it at 2 KiB
+# Once a request has passed the checks, a body past MAX_BODY_BYTES is still read (and dropped) up
+# to this size, so a client that sends it all before reading gets its 413 instead of a reset.
+DRAIN_BODY_BYTES = 1 << 30
+ERR_TOO_LARGE = "request body too large"
 
 
 class ApiError(tornado.web.HTTPError):
@@ -30,9 +34,19 @@ class ApiError(tornado.web.HTTPError):
         self.text = text
 
 
+@tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
+    """Streams bodies, so Tornado parses no forms (the Content-Type is ignored, as in the
+    reference) and the checks run before a body is read; only /trial keeps its body.
+
+    A failed check is answered once the (small) body has been read, so the connection stays
+    open for the next request; a failed check with a large or chunked body still to come is
+    answered at once, and the connection then closes.
+    """
+
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")  # type: ignore[assignment]
     method = "GET"  # the one this route accepts
+    _refusal: Optional[ApiError] = None
 
     def initialize(self, driver: Driver, verifier: Optional[TokenVerifier], on_shutdown: Callable[[], None]) -> None:
         self.driver = driver
@@ -47,6 +61,17 @@ class BaseHandler(tornado.web.RequestHandler):
         return None
 
     def prepare(self) -> None:
+        try:
+            self.check()
+        except ApiError as exc:
+            if self._large_body_coming():
+                raise
+            self._refusal = exc
+            return
+        self.request.connection.set_max_body_size(DRAIN_BODY_BYTES)
+
+    def check(self) -> None:
+        """The reference's checks, in its order: method (501), token (401), version (406)."""
         if self.request.method != self.method:
             raise ApiError(501, wire.ERR_METHOD)
         if self.verifier is not None:
@@ -57,10 +82,21 @@ class BaseHandler(tornado.web.RequestHandler):
         if self.request.headers.get(wire.VERSION_HEADER) != wire.API_VERSION:
             raise ApiError(406, wire.ERR_VERSION)
 
-    async def get(self, *args: str) -> None:
+    def _large_body_coming(self) -> bool:
+        headers = self.request.headers
+        length = headers.get("Content-Length", "")
+        return "chunked" in headers.get("Transfer-Encoding", "").lower() or (
+            length.isdigit() and int(length) > MAX_BODY_BYTES)
+
+    def data_received(self, chunk: bytes) -> None:
+        """Bodies are ignored on every route but /trial."""
+
+    async def _run(self, *args: str) -> None:
+        if self._refusal is not None:
+            raise self._refusal
         await self.serve()
 
-    post = delete = get
+    get = head = post = delete = patch = put = options = _run
 
     async def serve(self) -> None:
         raise NotImplementedError
@@ -73,7 +109,7 @@ class BaseHandler(tornado.web.RequestHandler):
             self.set_status(501)
             text = wire.ERR_METHOD
         elif status_code == 413:
-            text = "request body too large"
+            text = ERR_TOO_LARGE
         elif isinstance(exc, tornado.web.HTTPError) and status_code < 500:
             text = exc.reason or self._reason
         else:
@@ -105,12 +141,33 @@ class HelloHandler(BaseHandler):
 
 class TrialHandler(BaseHandler):
     method = "POST"
+    _body: Optional[bytearray] = None  # None once the body is too large
+
+    def check(self) -> None:
+        super().check()
+        length = self.request.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            # Answered before the body: a curl waiting on "100 Continue" sends none, and a client
+            # that sends it anyway has it read and dropped, then gets the 413.
+            self.request.connection.set_max_body_size(DRAIN_BODY_BYTES)
+            raise ApiError(413, ERR_TOO_LARGE)
+
+    def prepare(self) -> None:
+        self._body = bytearray()
+        super().prepare()
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._body is not None:
+            if len(self._body) + len(chunk) > MAX_BODY_BYTES:
+                self._body = None  # a chunked body that grew too large: drop the rest as it comes
+            else:
+                self._body += chunk
 
     async def serve(self) -> None:
-        if len(self.request.body) > MAX_BODY_BYTES:
-            raise ApiError(413, "request body too large")
+        if self._body is None:
+            raise ApiError(413, ERR_TOO_LARGE)
         try:
-            request = wire.decode_copy_request(self.request.body)
+            request = wire.decode_copy_request(bytes(self._body))
             request.validate()
         except wire.WireError as exc:
             raise ApiError(exc.code, exc.message) from None
@@ -178,7 +235,10 @@ class ShutdownHandler(BaseHandler):
 
 
 class NotFoundHandler(BaseHandler):
-    def prepare(self) -> None:
+    def check(self) -> None:
+        """Go's mux answers unknown paths before any handler's checks."""
+
+    async def serve(self) -> None:
         path = self.request.path
         if path + "/" in (wire.STATUS_PREFIX, wire.CANCEL_PREFIX):
             # Go's ServeMux redirects a subtree root without its slash.

@@ -1,0 +1,138 @@
+"""Shared parts of the hardening suites: one long-lived server per module, raw HTTP, secret scans.
+
+The hostile matrix talks to a real ``copy-offload-server`` (TLS, token) over loopback, either
+through httpx (well-formed HTTP with hostile contents) or through a raw TLS socket (bytes httpx
+refuses to send). Every server started here has its log scanned for secrets when it stops.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import socket
+import ssl
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import httpx
+from copy_offload.client import wire
+from copy_offload.server import pki
+from support import HOST, Material, ServerProcess, server_args
+
+
+def start_server(material: Material, driver: str = "mock", extra: Sequence[str] = (),
+                 log_level: str = "debug") -> ServerProcess:
+    """A server at ``debug`` log level, so the secret scan sees everything the server can log."""
+    args = server_args(material, extra=["--driver", driver, "--log-level", log_level, *extra])
+    return ServerProcess(args=args, env=dict(os.environ), tls=True, material=material).start()
+
+
+def auth_headers(material: Material) -> Dict[str, str]:
+    return {wire.AUTH_HEADER: "%s %s" % (wire.BEARER, material.token), wire.VERSION_HEADER: wire.API_VERSION}
+
+
+def http_client(server: ServerProcess) -> httpx.Client:
+    return httpx.Client(base_url=server.url, verify=server.material.context(), timeout=30.0, trust_env=False)
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def secret_needles(material: Material) -> List[str]:
+    """Strings that must never appear in a log or an error body.
+
+    The token and its signature; the token key's and the TLS key's base64 (each PEM line and
+    the whole body) and the HMAC secret in hex.
+    """
+    needles = [material.token, material.token.rsplit(".", 1)[1]]
+    for path in (material.token_key, material.key):
+        with open(path, "rb") as handle:
+            pem = handle.read()
+        der = pki.pem_der(pem)
+        needles.append(base64.b64encode(der).decode())
+        needles.append(der.hex())
+        needles += [line.decode() for line in pem.splitlines() if len(line) >= 32 and b"-----" not in line]
+    return needles
+
+
+def leaked(text: str, material: Material) -> List[str]:
+    """The needles found in ``text`` (shortened, so a failing assert does not print a secret)."""
+    return [needle[:6] + "..." for needle in secret_needles(material) if needle in text]
+
+
+def assert_no_secrets(server: ServerProcess) -> None:
+    found = leaked(server.log, server.material)
+    assert not found, "secret material in the server log: %s" % found
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def check_error_answer(status: int, body: bytes, content_type: str, material: Material) -> None:
+    """A client's mistake: a 4xx (or the reference's 501 for a wrong method) with one line of text."""
+    assert 400 <= status < 500 or status == 501, (status, body[:200])
+    assert content_type.startswith("text/plain"), content_type
+    text = body.decode("utf-8")
+    assert text.endswith("\n") and text.count("\n") == 1, repr(text[:300])
+    assert text.strip(), repr(text)
+    assert not leaked(text, material), "secret in an error body"
+
+
+def check_answer(response: httpx.Response, material: Material, allowed: Iterable[int]) -> None:
+    """Any answer: never a 5xx, an expected code, and a clear text when it is an error."""
+    allowed = set(allowed)
+    assert response.status_code in allowed, (response.status_code, response.text[:300])
+    if response.status_code >= 400:
+        check_error_answer(response.status_code, response.content, response.headers.get("content-type", ""),
+                           material)
+
+
+# --------------------------------------------------------------------------- raw HTTP
+
+
+def raw_exchange(server: ServerProcess, data: bytes, timeout: float = 15.0,
+                 chunks: Optional[Iterable[bytes]] = None) -> bytes:
+    """Send ``data`` (then ``chunks``) on a fresh TLS connection; return all bytes until close."""
+    context: ssl.SSLContext = server.material.context()
+    with socket.create_connection((HOST, server.port), timeout=timeout) as sock, \
+            context.wrap_socket(sock, server_hostname=HOST) as tls:
+        tls.sendall(data)
+        for chunk in chunks or ():
+            tls.sendall(chunk)
+        received = bytearray()
+        while True:
+            try:
+                piece = tls.recv(65536)
+            except (ConnectionResetError, ssl.SSLError):
+                break
+            if not piece:
+                break
+            received += piece
+        return bytes(received)
+
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})[^\r\n]*\r\n")
+
+
+def parse_response(raw: bytes) -> Tuple[int, Dict[str, str], bytes]:
+    """The first response in ``raw``: (status, lower-cased headers, body by Content-Length)."""
+    match = _STATUS_LINE.match(raw)
+    assert match, "no HTTP response: %r" % raw[:200]
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    headers: Dict[str, str] = {}
+    for line in head.split(b"\r\n")[1:]:
+        key, _, value = line.decode("latin-1").partition(":")
+        headers[key.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    return int(match.group(1)), headers, rest[:length]
+
+
+def request_bytes(method: str, target: str, material: Material, body: bytes = b"",
+                  headers: Sequence[Tuple[str, str]] = (), auth: bool = True) -> bytes:
+    lines = ["%s %s HTTP/1.1" % (method, target), "Host: %s" % HOST, "Connection: close"]
+    if auth:
+        lines += ["%s: %s" % item for item in auth_headers(material).items()]
+    lines += ["%s: %s" % item for item in headers]
+    if body or method in ("POST", "PUT"):
+        lines.append("Content-Length: %d" % len(body))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

@@ -1,0 +1,537 @@
+"""The bad-input matrix against one live server: whatever a client sends, a clear answer.
+
+One ``copy-offload-server -mock`` (TLS, token, debug log) serves the whole module. Hypothesis
+throws random and hostile bodies, headers, query strings, path names and tokens at it; every
+answer must be a 2xx or a 4xx whose body is one line of text ending in ``\\n`` and never holds
+the token. At the end the server must still be running, its log must hold no traceback and no
+secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import string
+import urllib.parse
+from typing import Iterator, List
+
+import httpx
+import jwt
+import pytest
+from copy_offload.client import wire
+from copy_offload.server import pki
+from hardening_support import (
+    assert_no_secrets,
+    auth_headers,
+    check_answer,
+    check_error_answer,
+    http_client,
+    parse_response,
+    raw_exchange,
+    request_bytes,
+    start_server,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+EXAMPLES = settings(max_examples=200, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FEW = settings(EXAMPLES, max_examples=60)
+FIELDS = list(wire.CopyRequest().__dict__)
+VALID = {"computeName": "c", "sourcePath": "/s", "destinationPath": "/d", "dryrun": True}
+
+
+@pytest.fixture(scope="module")
+def server(material):
+    proc = start_server(material)
+    yield proc
+    alive = proc.process.poll() is None
+    proc.stop()
+    assert alive, "the server died:\n" + proc.log[-3000:]
+    assert "Traceback" not in proc.log and "Uncaught exception" not in proc.log, proc.log[-5000:]
+    assert_no_secrets(proc)
+
+
+@pytest.fixture(scope="module")
+def http(server) -> Iterator[httpx.Client]:
+    with http_client(server) as client:
+        client.headers.update(auth_headers(server.material))
+        yield client
+
+
+def cancel_if_started(http: httpx.Client, response: httpx.Response) -> None:
+    """Valid bodies start a mock ``sleep 300``: stop it at once."""
+    if response.status_code == 200:
+        name = wire.parse_trial_body(response.text)
+        assert http.delete(wire.cancel_path(name)).status_code == 200
+
+
+# --------------------------------------------------------------------------- bodies
+
+json_leaf = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+             | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40))
+json_value = st.recursive(json_leaf, lambda kids: st.lists(kids, max_size=4)
+                          | st.dictionaries(st.text(max_size=8), kids, max_size=4), max_leaves=16)
+field_name = st.sampled_from(FIELDS) | st.sampled_from(FIELDS).map(str.upper) | st.text(max_size=12)
+field_value = (json_value | st.integers(min_value=-(2**31) - 2, max_value=-(2**31) + 2)
+               | st.integers(min_value=2**31 - 2, max_value=2**31 + 2) | st.just(-1) | st.just(-2))
+request_object = st.dictionaries(field_name, field_value, max_size=12)
+
+
+def _mangle(data: st.DataObject, body: bytes) -> bytes:
+    """Insert NULs, invalid UTF-8 or control bytes, or cut the body short."""
+    how = data.draw(st.sampled_from(["keep", "cut", "insert", "append"]))
+    if how == "keep" or not body:
+        return body
+    at = data.draw(st.integers(min_value=0, max_value=len(body)))
+    if how == "cut":
+        return body[:at]
+    junk = data.draw(st.sampled_from([b"\x00", b"\xff\xfe", b"\xc3", b"\n", b"\x0b", b"\\", b'"', b"\xed\xa0\x80"])
+                     | st.binary(min_size=1, max_size=8))
+    return body[:at] + junk + body[at:] if how == "insert" else body + junk
+
+
+@given(data=st.data())
+@EXAMPLES
+def test_trial_random_bodies(http, server, data):
+    kind = data.draw(st.sampled_from(["object", "value", "bytes", "valid-plus"]))
+    if kind == "object":
+        body = json.dumps(data.draw(request_object)).encode()
+    elif kind == "value":
+        body = json.dumps(data.draw(json_value)).encode()
+    elif kind == "bytes":
+        body = data.draw(st.binary(max_size=512))
+    else:
+        body = json.dumps({**VALID, **data.draw(request_object)}).encode()
+    body = _mangle(data, body)
+    response = http.post(wire.TRIAL, content=body)
+    check_answer(response, server.material, {200, 400})
+    if response.status_code == 400:
+        assert response.text.startswith((wire.ERR_DECODE_PREFIX, "compute", "source", "destination",
+                                         "slots", "maxSlots")), response.text
+    cancel_if_started(http, response)
+
+
+@pytest.mark.parametrize("body, expect", [
+    (b"[" * 100_000, "exceeded max depth"),
+    (b'{"computeName":' * 20_000, "exceeded max depth"),
+    # Go nests 10000 deep; Python's parser stops near 1000 and the server answers with Go's max-depth text.
+    (b"[" * 5_000 + b"]" * 5_000, "exceeded max depth"),
+    (b'{"computeName":"c","sourcePath":"/s","destinationPath":"/d","x":' + b"[" * 300 + b"]" * 300 + b"}",
+     "name="),
+], ids=["array-100k", "object-20k", "array-5k-closed", "deep-unknown-key"])
+def test_trial_deep_nesting(http, server, body, expect):
+    response = http.post(wire.TRIAL, content=body)
+    check_answer(response, server.material, {200, 400})
+    assert expect in response.text
+    cancel_if_started(http, response)
+
+
+@pytest.mark.parametrize("body, expect", [
+    (json.dumps({**VALID, "sourcePath": "/s" + "x" * 900_000}).encode(), 200),
+    (json.dumps({**VALID, "computeName": "a\x00b"}).encode(), 200),
+    (b'{"computeName":"c\x00d","sourcePath":"/s","destinationPath":"/d"}', 400),  # a raw NUL in a string
+    (b'{"computeName":"\xff\xfe","sourcePath":"/s","destinationPath":"/d","dryrun":true}', 200),  # U+FFFD, as Go
+    (json.dumps({**VALID, "slots": 2**31}).encode(), 400),
+    (json.dumps({**VALID, "maxSlots": -(2**31) - 1}).encode(), 400),
+    (json.dumps({**VALID, "slots": 2**31 - 1, "maxSlots": -1}).encode(), 200),
+    (json.dumps({**VALID, "slots": 1.5}).encode(), 400),
+    (json.dumps({**VALID, "slots": "1"}).encode(), 400),
+    (json.dumps({**VALID, "dryrun": "true"}).encode(), 400),
+    (json.dumps({**VALID, "computeName": ["c"]}).encode(), 400),
+    (b'{"computeName":"c","slots":NaN}', 400),
+    (b'{"computeName":"c","slots":Infinity}', 400),
+    (b"\xef\xbb\xbf" + json.dumps(VALID).encode(), 400),  # a BOM: Go's decoder refuses it too
+], ids=["huge-string", "escaped-nul", "raw-nul", "invalid-utf8", "slots-2^31", "maxslots-under-int32",
+        "int32-edges", "float-slots", "string-slots", "string-bool", "array-name", "nan", "infinity", "bom"])
+def test_trial_hostile_values(http, server, body, expect):
+    response = http.post(wire.TRIAL, content=body)
+    check_answer(response, server.material, {expect})
+    cancel_if_started(http, response)
+
+
+def test_trial_decode_errors_are_one_line(http, server):
+    """Go quotes the offending byte (``'\\n'``, ``'\\x00'``), so an error text is one line."""
+    for body in (b'{"computeName":"a\nb"}', b"\x00", b'{"computeName":"\\q"}', b"\x0b", b"{\x01}"):
+        response = http.post(wire.TRIAL, content=body)
+        check_answer(response, server.material, {400})
+
+
+# --------------------------------------------------------------------------- oversized bodies
+
+LIMIT = 1 << 20
+
+
+@pytest.mark.parametrize("size, status", [
+    (LIMIT, 400), (LIMIT + 1, 413), (8 << 20, 413), ((8 << 20) + 1, 413), (20 << 20, 413),
+], ids=["1MiB", "1MiB+1", "8MiB", "8MiB+1", "20MiB"])
+def test_oversized_body_413(http, server, size, status):
+    response = http.post(wire.TRIAL, content=b" " * size)
+    check_answer(response, server.material, {status})
+    if status == 413:
+        assert response.text == "request body too large\n"
+    # The connection pool still works afterwards.
+    assert http.get(wire.HELLO).status_code == 200
+
+
+@pytest.mark.parametrize("size", [LIMIT + 1, 9 << 20], ids=["1MiB+1", "9MiB"])
+def test_oversized_chunked_body_413(server, size):
+    head = request_bytes("POST", wire.TRIAL, server.material, headers=[("Transfer-Encoding", "chunked")])
+    head = head.replace(b"Content-Length: 0\r\n", b"")
+    piece = 1 << 20
+    chunks = []
+    left = size
+    while left > 0:
+        n = min(piece, left)
+        chunks.append(b"%x\r\n" % n + b" " * n + b"\r\n")
+        left -= n
+    chunks.append(b"0\r\n\r\n")
+    status, headers, body = parse_response(raw_exchange(server, head, chunks=chunks))
+    check_error_answer(status, body, headers.get("content-type", ""), server.material)
+    assert (status, body) == (413, b"request body too large\n")
+
+
+def test_oversized_declared_length_answers_before_the_body(server):
+    """A client that waits for ``100 Continue`` (curl does above 1 MiB) gets the 413 at once."""
+    head = request_bytes("POST", wire.TRIAL, server.material, headers=[("Expect", "100-continue")])
+    head = head.replace(b"Content-Length: 0", b"Content-Length: %d" % (64 << 20))
+    raw = raw_exchange(server, head, timeout=10)
+    assert not raw.startswith(b"HTTP/1.1 100"), raw[:100]
+    status, headers, body = parse_response(raw)
+    assert (status, body) == (413, b"request body too large\n")
+
+
+def test_oversized_body_needs_a_token_first(server):
+    """Unauthenticated clients get their 401 before any size check."""
+    raw = raw_exchange(server, request_bytes("POST", wire.TRIAL, server.material, body=b" " * (LIMIT + 10),
+                                             auth=False))
+    status, headers, body = parse_response(raw)
+    assert (status, body) == (401, b"unauthorized\n")
+
+
+@pytest.mark.parametrize("content_type, body", [
+    ("multipart/form-data; boundary=xyz", json.dumps(VALID)),
+    ("multipart/form-data", json.dumps(VALID)),
+    ('multipart/form-data; boundary="', json.dumps(VALID)),
+    ("application/x-www-form-urlencoded", json.dumps({**VALID, "sourcePath": "/s" + "&" * 2000})),
+    ("application/x-www-form-urlencoded; charset=utf-16", json.dumps(VALID)),
+    ("text/plain", json.dumps(VALID)),
+], ids=["multipart", "multipart-no-boundary", "multipart-bad-boundary", "form-2000-fields", "form-utf16", "text"])
+def test_content_type_is_ignored(http, server, content_type, body):
+    """As in the reference (libcopyoffload posts JSON as a form): no form parsing, no 'Bad Request'."""
+    response = http.post(wire.TRIAL, content=body, headers={"Content-Type": content_type})
+    check_answer(response, server.material, {200})
+    cancel_if_started(http, response)
+
+
+def test_checks_come_before_the_body(server):
+    """A hostile body or content type never overtakes the method, token and version checks."""
+    with http_client(server) as client:
+        response = client.post(wire.TRIAL, content=b"--x\r\n", headers={"Content-Type": "multipart/form-data"})
+        assert (response.status_code, response.text) == (401, "unauthorized\n")
+        response = client.post(wire.TRIAL, content=b"&" * 5000, headers={
+            "Content-Type": "application/x-www-form-urlencoded", wire.AUTH_HEADER: "Bearer " + server.material.token})
+        assert (response.status_code, response.text) == (406, "Valid versions: 1.0\n")
+        response = client.put(wire.TRIAL, content=b" " * (LIMIT + 1))
+        assert (response.status_code, response.text) == (501, "method not supported\n")
+
+
+def test_refusals_keep_the_connection_open(server):
+    """A 401/406/501/404 answers after the (small) body, so keep-alive clients can go on."""
+    token = server.material.token
+    with http_client(server) as client:
+        for _ in range(3):
+            for method, route, headers, status in [
+                ("GET", wire.HELLO, {wire.AUTH_HEADER: "Bearer junk"}, 401),
+                ("GET", wire.HELLO, {wire.AUTH_HEADER: "Bearer " + token}, 406),
+                ("PUT", wire.HELLO, {}, 501),
+                ("POST", wire.TRIAL, {wire.AUTH_HEADER: "Bearer junk"}, 401),
+                ("GET", "/nothing", {}, 404),
+                ("GET", "/status", {}, 301),
+                ("GET", wire.HELLO, auth_headers(server.material), 200),
+            ]:
+                response = client.request(method, route, headers=headers, content=b"{}" if method != "GET" else None)
+                assert response.status_code == status, (method, route, response.text)
+
+
+# --------------------------------------------------------------------------- headers
+
+header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.sampled_from("\t\x80\xa0\xff"),
+                      max_size=60)
+
+
+T = "\x00TOKEN\x00"  # replaced by the real token: the strategies stay fixed objects
+auth_variants = st.one_of(
+    st.sampled_from(["", "Bearer", "Bearer ", "bearer " + T, "BEARER " + T, "Basic dXNlcjpwYXNz", "Bearer %s x" % T,
+                     "Bearer Bearer " + T, T + " Bearer", "Bearer\t" + T, "Bearer %s=" % T, T, "Bearer " + T,
+                     "Bearer   %s  " % T, "Bearer %s\t" % T]),
+    header_text, header_text.map(lambda t: "Bearer " + t),
+    st.builds(lambda a, b: a + "Bearer " + T + b, header_text, header_text),
+)
+
+
+def token_accepted(candidate: str, token: str) -> bool:
+    """Whether the server takes ``candidate`` for ``token``: the signed part must be the same text;
+    the signature only the same bytes (pyjwt's base64 decoder, unlike Go's, skips stray
+    characters and padding: lenient, but never a forgery)."""
+    head, _, sig = candidate.rpartition(".")
+    token_head, _, token_sig = token.rpartition(".")
+    if head != token_head:
+        return False
+    try:
+        return jwt.utils.base64url_decode(sig) == jwt.utils.base64url_decode(token_sig)
+    except Exception:
+        return False
+
+
+def expected_auth(value: str, token: str) -> bool:
+    """The reference's rule: drop the first ``Bearer``, trim, verify."""
+    return bool(value.strip()) and token_accepted(value.replace("Bearer", "", 1).strip(), token)
+
+
+def raw_get(server, target: str, headers) -> tuple:
+    """GET with exactly these header bytes (httpx refuses e.g. a value ending in a space)."""
+    status, got, body = parse_response(raw_exchange(server, request_bytes("GET", target, server.material,
+                                                                          headers=headers, auth=False)))
+    return status, got, body
+
+
+@given(data=st.data())
+@EXAMPLES
+def test_header_variants(server, data):
+    token = server.material.token
+    headers = []
+    auth = data.draw(st.none() | auth_variants)
+    auth = None if auth is None else auth.replace(T, token)
+    if auth is not None:
+        headers.append((wire.AUTH_HEADER, auth))
+    version = data.draw(st.none() | st.sampled_from(["1.0", " 1.0 ", "1.0\t", "1.00", "1", "v1.0", "1.0,1.0", "",
+                                                      "1.0 1.0", "1.0\xa0"]) | header_text)
+    if version is not None:
+        headers.append((wire.VERSION_HEADER, version))
+    headers += data.draw(st.lists(st.tuples(st.sampled_from(["X-A", "Accept-Version", "Accept", "Content-Type",
+                                                             "X-Forwarded-For", "Cookie"]), header_text), max_size=3))
+    route = data.draw(st.sampled_from([wire.HELLO, wire.LIST, wire.STATUS_PREFIX + "a--b?maxWaitSecs=0"]))
+    status, got, body = raw_get(server, route, headers)
+    text = body.decode()
+    if not auth or not auth.strip():
+        assert (status, text) == (401, "unauthorized\n")
+    elif not expected_auth(auth, token):
+        check_error_answer(status, body, got["content-type"], server.material)
+        assert status == 401 and text.startswith(wire.ERR_TOKEN_PREFIX), text
+    elif version is None or version.strip(" \t") != wire.API_VERSION:  # HTTP trims only SP and HTAB
+        assert (status, text) == (406, "Valid versions: 1.0\n")
+    else:
+        assert status in (200, 404), (status, text)
+
+
+def test_huge_headers_within_the_limit(server):
+    """60 KiB of headers (Tornado's limit is 64 KiB): a clear answer, no crash."""
+    with http_client(server) as client:
+        response = client.get(wire.HELLO, headers={**auth_headers(server.material), "X-Big": "a" * 60_000})
+        assert response.status_code == 200
+        response = client.get(wire.HELLO, headers={wire.AUTH_HEADER: "Bearer " + "a" * 60_000,
+                                                   wire.VERSION_HEADER: "1.0"})
+        check_answer(response, server.material, {401})
+
+
+def test_repeated_headers(server):
+    material = server.material
+    raw = request_bytes("GET", wire.HELLO, material, headers=[(wire.AUTH_HEADER, "Bearer junk")])
+    status, headers, body = parse_response(raw_exchange(server, raw))
+    check_error_answer(status, body, headers["content-type"], material)
+    raw = request_bytes("GET", wire.HELLO, material, headers=[(wire.VERSION_HEADER, "1.0")])
+    status, headers, body = parse_response(raw_exchange(server, raw))
+    assert (status, body) == (406, b"Valid versions: 1.0\n")  # "1.0,1.0" is not "1.0"
+
+
+# --------------------------------------------------------------------------- query strings
+
+query_piece = st.text(alphabet=string.ascii_letters + string.digits + "%+-=&;.~_ \u00e9\u2603\x00", max_size=30)
+
+
+@given(data=st.data())
+@EXAMPLES
+def test_status_query_strings(http, server, data):
+    kind = data.draw(st.sampled_from(["random", "encoded", "repeated", "numbers"]))
+    if kind == "random":
+        query = urllib.parse.quote(data.draw(query_piece), safe="=&%+;")
+    elif kind == "encoded":
+        pairs = data.draw(st.lists(st.tuples(st.sampled_from([wire.MAX_WAIT_PARAM, "maxwaitsecs", "x", "", "\u00e9"]),
+                                             st.text(max_size=12)), max_size=4))
+        query = urllib.parse.urlencode(pairs)
+    elif kind == "repeated":
+        values = data.draw(st.lists(st.integers(min_value=-(2**65), max_value=2**65).map(str), min_size=2, max_size=5))
+        query = "&".join("%s=%s" % (wire.MAX_WAIT_PARAM, v) for v in values)
+    else:
+        value = data.draw(st.sampled_from(["0", "-0", "+0", "00", "-1", "1e3", "0x10", " 1", "1 ", "9" * 30,
+                                           "-9223372036854775808", "9223372036854775807", "9223372036854775808",
+                                           "%2B1", "%00", "%ff", "\u0661"]))
+        query = "%s=%s" % (wire.MAX_WAIT_PARAM, urllib.parse.quote(value, safe="%+"))
+    target = "%sno--such?%s" % (wire.STATUS_PREFIX, query)
+    response = http.get(httpx.URL(server.url + target))
+    check_answer(response, server.material, {400, 404})
+    if response.status_code == 400:
+        assert response.text.startswith((wire.ERR_PARSE_WAIT_PREFIX, wire.ERR_QUERY_PREFIX)), response.text
+
+
+def test_status_query_edges(http, server):
+    cases = {
+        "maxWaitSecs=0&maxWaitSecs=x": 404,  # Go reads the first value, then drops them all
+        "maxWaitSecs=x&maxWaitSecs=0": 400,
+        "maxWaitSecs=99999999999999999999": 400,
+        "maxWaitSecs=-1&extra=%0A": 400,
+        "maxWaitSecs=%": 400,
+        "": 400,
+    }
+    for query, status in cases.items():
+        response = http.get(httpx.URL(server.url + wire.STATUS_PREFIX + "no--such?" + query))
+        check_answer(response, server.material, {status})
+
+
+# --------------------------------------------------------------------------- path names
+
+name_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
+
+
+def _path_target(data: st.DataObject) -> str:
+    kind = data.draw(st.sampled_from(["quoted", "hostile", "long", "segments"]))
+    if kind == "quoted":
+        return urllib.parse.quote(data.draw(name_text), safe="")
+    if kind == "hostile":
+        return data.draw(st.sampled_from([
+            "..", "../..", "%2e%2e", "a%2F..%2F..%2Fetc%2Fpasswd", "%2F", "%00", "a%00b", "%ff%fe", "%c0%af",
+            "a/b/c", "a//b", "./", "~", "a--b", "--", "a--", "--b", "%", "%zz", "a%2Db", "\u00e9".encode().hex(),
+        ]))
+    if kind == "long":
+        return "a" * data.draw(st.integers(min_value=1000, max_value=30_000))
+    return "/".join(urllib.parse.quote(part, safe="") for part in data.draw(st.lists(name_text, max_size=5)))
+
+
+@given(data=st.data())
+@EXAMPLES
+def test_status_and_cancel_paths(server, data):
+    name = _path_target(data)
+    prefix, method, query = data.draw(st.sampled_from([
+        (wire.STATUS_PREFIX, "GET", "?maxWaitSecs=0"), (wire.CANCEL_PREFIX, "DELETE", ""),
+        ("/", "GET", ""), ("/hello/", "GET", ""), ("/trial/", "POST", ""),
+    ]))
+    raw = request_bytes(method, prefix + name + query, server.material)
+    status, headers, body = parse_response(raw_exchange(server, raw))
+    assert status < 500, (status, body)
+    if status >= 400:
+        check_error_answer(status, body, headers["content-type"], server.material)
+        assert body in (b"request not found\n", b"unable to cancel request: request not found\n",
+                        b"404 page not found\n", b"method not supported\n"), body
+
+
+def test_paths_are_not_normalised_into_other_routes(server):
+    """``/status/../hello`` is a status request for ``hello``, as in Go, never the hello route."""
+    for target in ("/status/../hello?maxWaitSecs=0", "/status/%2e%2e/hello?maxWaitSecs=0",
+                   "/cancel/..%2Fshutdown"):
+        method = "DELETE" if target.startswith("/cancel") else "GET"
+        status, _, body = parse_response(raw_exchange(server, request_bytes(method, target, server.material)))
+        assert status == 404 and b"request not found" in body, (target, body)
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _hostile_tokens(material) -> List[tuple]:
+    secret = pki.read_token_key(material.token_key)
+    claims = {"sub": "user-container", "iat": 1}
+    header, payload, sig = material.token.split(".")
+    return [
+        ("alg-none", jwt.encode(claims, None, algorithm="none"), "unexpected signing method"),
+        ("alg-none-upper", "%s.%s." % (_b64(b'{"alg":"NONE","typ":"JWT"}'), payload), "token"),
+        ("hs512", jwt.encode(claims, secret, algorithm="HS512"), "unexpected signing method"),
+        ("hs384", jwt.encode(claims, secret, algorithm="HS384"), "unexpected signing method"),
+        ("rs256-header", "%s.%s.%s" % (_b64(b'{"alg":"RS256","typ":"JWT"}'), payload, sig), "unexpected signing method"),
+        ("es512-header", "%s.%s.%s" % (_b64(b'{"alg":"ES512"}'), payload, sig), "unexpected signing method"),
+        ("wrong-key", pki.mint_token(pki.pem_der(pki.generate_token_key_pem())), "signature is invalid"),
+        ("key-prefix", pki.mint_token(secret[:32]), "signature is invalid"),
+        ("swapped-payload", "%s.%s.%s" % (header, _b64(b'{"sub":"admin","iat":1}'), sig), "signature is invalid"),
+        ("truncated", material.token[: len(material.token) // 2], "token is malformed"),
+        ("no-signature", "%s.%s" % (header, payload), "token is malformed"),
+        ("four-parts", material.token + ".x", "token is malformed"),
+        ("garbage-b64", "%%%%.$$$$.!!!!", "token is malformed"),
+        ("not-json-header", "%s.%s.%s" % (_b64(b"\xff\x00junk"), payload, sig), "token is malformed"),
+        ("array-payload", jwt.api_jws.encode(b"[1,2]", secret, algorithm="HS256"), "token"),
+        ("expired", jwt.encode({**claims, "exp": 1}, secret, algorithm="HS256"), "token is expired"),
+        ("not-yet", jwt.encode({**claims, "nbf": 2**40}, secret, algorithm="HS256"), "not valid yet"),
+        ("exp-string", jwt.encode({**claims, "exp": "soon"}, secret, algorithm="HS256"), "token"),
+        ("huge", "a" * 50_000, "token is malformed"),
+        ("huge-parts", ".".join(["A" * 16_000] * 3), "token"),
+        ("kid-injection", jwt.encode(claims, secret, algorithm="HS256", headers={"kid": "../../etc/passwd"}), None),
+        ("crit", jwt.encode(claims, secret, algorithm="HS256", headers={"crit": ["exp"]}), None),
+    ]
+
+
+@pytest.mark.parametrize("index", range(22))
+def test_hostile_tokens(server, index):
+    cases = _hostile_tokens(server.material)
+    assert len(cases) == 22
+    label, token, words = cases[index]
+    with http_client(server) as client:
+        response = client.get(wire.HELLO, headers={wire.AUTH_HEADER: "Bearer " + token,
+                                                   wire.VERSION_HEADER: wire.API_VERSION})
+    if words is None:  # extra header fields the reference ignores: the signature is what counts
+        assert response.status_code in (200, 401), (label, response.text)
+        if response.status_code == 200:
+            return
+    check_answer(response, server.material, {401})
+    assert response.text.startswith(wire.ERR_TOKEN_PREFIX), (label, response.text)
+    if words:
+        assert words in response.text, (label, response.text)
+    assert token not in response.text and not (len(token) > 20 and token[-20:] in response.text), label
+
+
+@given(data=st.data())
+@FEW
+def test_token_mutations(server, data):
+    token = server.material.token
+    kind = data.draw(st.sampled_from(["truncate", "replace", "insert"]))
+    at = data.draw(st.integers(min_value=0, max_value=len(token) - 1))
+    if kind == "truncate":
+        mutated = token[:at]
+    else:
+        char = data.draw(st.sampled_from(string.ascii_letters + string.digits + "-_.=+/ \t"))
+        mutated = token[:at] + char + token[at + (1 if kind == "replace" else 0):]
+    status, got, body = raw_get(server, wire.HELLO, [(wire.AUTH_HEADER, "Bearer " + mutated),
+                                                     (wire.VERSION_HEADER, wire.API_VERSION)])
+    if status == 200:
+        assert token_accepted(mutated.strip(), token), mutated
+        return
+    assert status == 401, (status, body)
+    check_error_answer(status, body, got["content-type"], server.material)
+
+
+# --------------------------------------------------------------------------- methods and framing
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "FOO", "PROPFIND"])
+@pytest.mark.parametrize("route", [wire.HELLO, wire.TRIAL, wire.LIST, wire.SHUTDOWN, "/status/x", "/cancel/x",
+                                   "/nothing"])
+def test_every_method_on_every_route(server, method, route):
+    raw = request_bytes(method, route + ("?maxWaitSecs=0" if route.startswith("/status") else ""), server.material,
+                        body=b"{}" if method in ("POST", "PUT", "PATCH") else b"")
+    status, headers, body = parse_response(raw_exchange(server, raw))
+    assert status < 500 or status == 501, (status, body)
+    if status >= 400:
+        check_error_answer(status, body, headers["content-type"], server.material)
+    if status == 200 and route == wire.SHUTDOWN:
+        pytest.fail("the test server must stay up")  # never happens: a mock request keeps it busy
+
+
+@pytest.fixture(scope="module", autouse=True)
+def keep_server_busy(http):
+    """One running mock request, so no test's POST /shutdown can stop the module's server."""
+    response = http.post(wire.TRIAL, content=json.dumps({**VALID, "dryrun": False}))
+    assert response.status_code == 200
+    name = wire.parse_trial_body(response.text)
+    yield
+    http.delete(wire.cancel_path(name))
