@@ -222,3 +222,17 @@ def test_cancel_while_waiting_ends_the_prolog_and_the_wait(instance, kube):
     after = instance.stats()["counts"]
     assert after["timeouts"] == before["counts"]["timeouts"]
     assert after["errors"] == before["counts"]["errors"] + 1  # the cancelled wait's ECANCELED
+
+
+def test_a_slow_kubernetes_api_never_blocks_the_service(instance, kube):
+    job = instance.submit("printenv", "DW_WORKFLOW_TOKEN", dw=CO, hold=True)
+    jobid = instance.decimal(job)
+    kube.put(token_secret(jobid, token="slow-token"))
+    instance.put_workflow(workflow(jobid, userid=UID))
+    kube.delay(3.0, path=rf"/secrets/fluxjob-{jobid}-token$")  # the token GET hangs 3 s
+    instance.release(job)
+    instance.flux("job", "wait-event", "-t", "10", job, "prolog-start")
+    stats = instance.stats()
+    assert stats["secret-reads-in-flight"] == 1  # answered while the GET still hangs
+    out = instance.attach(job)
+    assert out.stdout.strip() == "slow-token"
