@@ -11,6 +11,7 @@ ended. Installed as ``flux-copy-offload.py`` in flux-core's command path (see do
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -104,7 +105,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         variables = find_env_event(reply.get("eventlog", ""))
     except OSError as exc:
         text = exc.strerror or str(exc)
-        if getattr(exc, "errno", None) == 38:  # ENOSYS
+        if getattr(exc, "errno", None) == errno.ENOSYS:
             text = "the copy-offload service is not running (no copy-offload service)"
         sys.exit(f"{prog}: {text}")
     except ValueError as exc:

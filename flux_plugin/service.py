@@ -100,7 +100,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if error is not None:
             log(syslog.LOG_ERR, f"new configuration ignored: {error}")
 
-    config_stream = h.rpc("config.get", flags=FLUX_RPC_STREAMING).then(on_config)
+    config_stream = h.rpc("config.get", flags=FLUX_RPC_STREAMING)  # keep a reference
+    config_stream.then(on_config)
 
     log(syslog.LOG_INFO, "started (standalone)")
     rc = 0
@@ -114,7 +115,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         rc = EXIT_RUNTIME
     finally:
         front.close()
-        del config_stream
         for w in watchers + sigs:
             w.stop()
     return rc

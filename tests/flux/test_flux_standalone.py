@@ -20,7 +20,8 @@ def start_service(instance) -> subprocess.Popen:
 
 
 def test_standalone_service_serves_jobs_follows_config_and_stops_cleanly(instance, kube):
-    assert instance.flux("copy-offload", "status", check=False).returncode != 0
+    down = instance.flux("copy-offload", "status", check=False)
+    assert down.returncode != 0 and "copy-offload service is not running" in down.stderr
     svc = start_service(instance)
     try:
         instance.wait_service()
