@@ -147,10 +147,11 @@ class TrialHandler(BaseHandler):
         super().check()
         length = self.request.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
-            # Answered before the body: a curl waiting on "100 Continue" sends none, and a client
-            # that sends it anyway has it read and dropped, then gets the 413.
-            self.request.connection.set_max_body_size(DRAIN_BODY_BYTES)
-            raise ApiError(413, ERR_TOO_LARGE)
+            self._body = None  # read and dropped, then answered with a 413 on a connection that stays open
+            if int(length) > DRAIN_BODY_BYTES or self.request.headers.get("Expect", "").lower() == "100-continue":
+                # At once: a client waiting on "100 Continue" (curl) then sends no body at all.
+                self.request.connection.set_max_body_size(DRAIN_BODY_BYTES)
+                raise ApiError(413, ERR_TOO_LARGE)
 
     def prepare(self) -> None:
         self._body = bytearray()

@@ -20,11 +20,22 @@ from copy_offload.server import pki
 from support import HOST, Material, ServerProcess, server_args
 
 
+class QuietServer(ServerProcess):
+    """A ServerProcess whose repr stays short: Hypothesis prints its test arguments, and the
+    default dataclass repr would carry the whole (growing) log."""
+
+    def __repr__(self) -> str:
+        return "<server %s pid %s>" % (self.url, self.process.pid if self.process else None)
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # Hypothesis's pretty printer
+        printer.text(repr(self))
+
+
 def start_server(material: Material, driver: str = "mock", extra: Sequence[str] = (),
                  log_level: str = "debug") -> ServerProcess:
     """A server at ``debug`` log level, so the secret scan sees everything the server can log."""
     args = server_args(material, extra=["--driver", driver, "--log-level", log_level, *extra])
-    return ServerProcess(args=args, env=dict(os.environ), tls=True, material=material).start()
+    return QuietServer(args=args, env=dict(os.environ), tls=True, material=material).start()
 
 
 def auth_headers(material: Material) -> Dict[str, str]:
@@ -65,6 +76,17 @@ def assert_no_secrets(server: ServerProcess) -> None:
     assert not found, "secret material in the server log: %s" % found
 
 
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING) [\w.]+: [^\x00-\x1f\x7f]*\n")
+
+
+def assert_clean_log(server: ServerProcess) -> None:
+    """No secret, no traceback or error, and every line a whole log record: nothing a client sent
+    (a newline, an escape sequence) can forge or break a line."""
+    assert_no_secrets(server)
+    bad = [line for line in server.log_lines if not LOG_LINE.fullmatch(line)]
+    assert not bad, "malformed or error log lines: %r" % [line[:300] for line in bad[:5]]
+
+
 # --------------------------------------------------------------------------- answers
 
 
@@ -91,8 +113,9 @@ def check_answer(response: httpx.Response, material: Material, allowed: Iterable
 
 
 def raw_exchange(server: ServerProcess, data: bytes, timeout: float = 15.0,
-                 chunks: Optional[Iterable[bytes]] = None) -> bytes:
-    """Send ``data`` (then ``chunks``) on a fresh TLS connection; return all bytes until close."""
+                 chunks: Optional[Iterable[bytes]] = None, first_response: bool = False) -> bytes:
+    """Send ``data`` (then ``chunks``) on a fresh TLS connection; return all bytes until close,
+    or (``first_response``) until one whole response has arrived."""
     context: ssl.SSLContext = server.material.context()
     with socket.create_connection((HOST, server.port), timeout=timeout) as sock, \
             context.wrap_socket(sock, server_hostname=HOST) as tls:
@@ -100,7 +123,7 @@ def raw_exchange(server: ServerProcess, data: bytes, timeout: float = 15.0,
         for chunk in chunks or ():
             tls.sendall(chunk)
         received = bytearray()
-        while True:
+        while not (first_response and _complete(bytes(received))):
             try:
                 piece = tls.recv(65536)
             except (ConnectionResetError, ssl.SSLError):
@@ -109,6 +132,14 @@ def raw_exchange(server: ServerProcess, data: bytes, timeout: float = 15.0,
                 break
             received += piece
         return bytes(received)
+
+
+def _complete(raw: bytes) -> bool:
+    head, sep, rest = raw.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    match = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    return len(rest) >= (int(match.group(1)) if match else 0)
 
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})[^\r\n]*\r\n")
