@@ -122,7 +122,8 @@ class BaseHandler(tornado.web.RequestHandler):
         if isinstance(value, ApiError):
             # A 501 is a client's wrong method, not a failure of ours.
             level = logging.WARNING if value.status_code < 500 or value.status_code == 501 else logging.ERROR
-            log.log(level, "%d %s %s: %s", value.status_code, self.request.method, self.request.path, value.text.strip())
+            log.log(level, "%d %s %s: %s", value.status_code, self.request.method, loggable(self.request.path),
+                    loggable(value.text.strip()))
         else:
             super().log_exception(typ, value, tb)
 
@@ -177,7 +178,7 @@ class TrialHandler(BaseHandler):
         except wire.WireError as exc:
             # The reference wraps create/drive failures as "<msg>\n" before http.Error's "\n".
             raise self.call_driver_error(exc, "\n") from None
-        log.info("copy %s: %s -> %s", name, request.sourcePath, request.destinationPath)
+        log.info("copy %s: %s -> %s", name, loggable(request.sourcePath), loggable(request.destinationPath))
         self.reply(wire.trial_body(name))
 
 
@@ -220,7 +221,7 @@ class CancelHandler(BaseHandler):
         name = wire.request_name(self.request.path)
         if not await self.driver.cancel(name):
             raise ApiError(404, wire.ERR_CANCEL_PREFIX + wire.ERR_REQUEST_NOT_FOUND)
-        log.info("cancelled %s", name)
+        log.info("cancelled %s", loggable(name))
         self.reply(b"")
 
 
@@ -250,6 +251,16 @@ class NotFoundHandler(BaseHandler):
         raise ApiError(404, wire.ERR_NOT_FOUND_PAGE)
 
 
+def loggable(text: str, limit: int = 1024) -> str:
+    """Client text as part of one log line: control characters escaped (a newline cannot forge a
+    record, an escape sequence cannot drive a terminal) and cut at ``limit`` characters."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
 def make_app(driver: Driver, verifier: Optional[TokenVerifier], on_shutdown: Callable[[], None]) -> tornado.web.Application:
     deps = {"driver": driver, "verifier": verifier, "on_shutdown": on_shutdown}
     routes: List[Any] = [
@@ -271,5 +282,5 @@ def make_app(driver: Driver, verifier: Optional[TokenVerifier], on_shutdown: Cal
 def _log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     level = logging.DEBUG if status < 400 else logging.INFO
-    log.log(level, "%d %s %s %.1fms", status, handler.request.method, handler.request.path,
+    log.log(level, "%d %s %s %.1fms", status, handler.request.method, loggable(handler.request.path),
             1000.0 * handler.request.request_time())

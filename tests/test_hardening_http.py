@@ -149,6 +149,17 @@ def test_trial_hostile_values(http, server, body, expect):
     cancel_if_started(http, response)
 
 
+@pytest.mark.parametrize("field", ["sourcePath", "destinationPath"])
+def test_client_text_cannot_forge_log_lines(http, server, field):
+    forged = "/x\n2030-01-01 00:00:00,000 INFO copy_offload.server: forged\x1b[2J\r"
+    response = http.post(wire.TRIAL, content=json.dumps({**VALID, field: forged}))
+    check_answer(response, server.material, {200})
+    assert not any(line.startswith("2030-") for line in server.log_lines)
+    raw = request_bytes("GET", "/status/a\x1b[31mred?maxWaitSecs=0", server.material)
+    status, _, _ = parse_response(raw_exchange(server, raw))
+    assert status in (400, 404)
+
+
 def test_trial_decode_errors_are_one_line(http, server):
     """Go quotes the offending byte (``'\\n'``, ``'\\x00'``), so an error text is one line."""
     for body in (b'{"computeName":"a\nb"}', b"\x00", b'{"computeName":"\\q"}', b"\x0b", b"{\x01}"):
