@@ -1,0 +1,509 @@
+"""The built-in copy engine: ``cp -r``/``dcp`` semantics, parallel over files, pure of HTTP.
+
+How a job runs, and why (numbers in bench/README.md):
+
+* The calling thread walks the source with ``os.scandir`` (one ``lstat`` per entry, no
+  pathlib), creates destination directories as it goes, and queues batches of files of one
+  directory. Copiers (workers.py: a thread, then worker processes when work backs up) copy them
+  with ``copy_file_range`` (copier.py).
+* A new destination directory tree is built under a temporary name in its parent
+  (``.<name>.copy-offload-<token>.tmp``) and renamed into place when complete, so files inside
+  it need no rename of their own (a per-file rename costs about a fifth of a small-file copy).
+  A file that lands in a directory that already exists is written under a temporary name
+  beside its final one and renamed when complete. Either way a cancel or a crash never leaves
+  a torn file under a real name, and a cancel removes the temporaries.
+* Directory modes and times are applied after their contents; symlinks inside the tree are
+  copied as symlinks, never followed; special files (fifos, sockets, devices) are skipped and
+  counted. Ownership is left to the copying user, as ``cp -r`` does.
+* ``dryrun`` walks and counts, and writes nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from copy_offload.server.local.copier import (
+    KIND_FILE,
+    KIND_LINK,
+    Batch,
+    Entry,
+    Failure,
+    Stopped,
+    temp_name,
+)
+from copy_offload.server.local.progress import copied_line, human_bytes
+from copy_offload.server.local.workers import Crew, sweep_temporaries
+
+__all__ = ["CopyJob", "CopyError", "CopyCancelled", "Progress"]
+
+CHUNK = 32 << 20  # bytes per copy call: the longest a cancel waits for in a thread
+BATCH_FILES = 128
+BATCH_BYTES = 64 << 20
+MAX_WORKERS = 64
+SPARSE_MIN = 1 << 20
+
+
+class CopyError(Exception):
+    """A copy that cannot be done; ``client_error`` when the request itself is at fault."""
+
+    def __init__(self, message: str, client_error: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.client_error = client_error
+
+
+class CopyCancelled(Exception):
+    """The copy stopped because ``cancel()`` was called."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of a job's counters; every counter only grows."""
+
+    bytes_total: int
+    bytes_done: int
+    files_total: int
+    files_done: int
+    elapsed: float
+    walking: bool
+    finished: bool
+
+    @property
+    def rate(self) -> float:
+        return self.bytes_done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def percent(self) -> Optional[int]:
+        """Whole percent done; None while the total is still unknown; 100 only when finished."""
+        if self.finished:
+            return 100
+        if self.walking:
+            return None
+        if self.bytes_total:
+            share = self.bytes_done / self.bytes_total
+        elif self.files_total:
+            share = self.files_done / self.files_total
+        else:
+            share = 0.0
+        return min(99, int(share * 100))
+
+
+def _errname(code: Optional[int]) -> str:
+    return errno.errorcode.get(code or 0, "E?")
+
+
+def _read_umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # only without /proc: read it back at once
+    os.umask(mask)
+    return mask
+
+
+class _Stop(Exception):
+    """Internal: the walk ends because the job is stopping."""
+
+
+class CopyJob:
+    """One copy of ``source`` (a file or a directory tree) to ``destination``.
+
+    Both paths must already be confined and resolved (paths.py). If the destination is an
+    existing directory the source is copied into it; otherwise the destination path is created,
+    missing parent directories included. ``run()`` blocks; ``cancel()``, ``progress()`` and
+    ``message()`` may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        destination: str,
+        *,
+        workers: Optional[int] = None,
+        dryrun: bool = False,
+        chunk_size: int = CHUNK,
+        processes: bool = True,
+        process_budget: Optional[threading.Semaphore] = None,
+    ) -> None:
+        self.source = source
+        self.destination = destination
+        self.dryrun = dryrun
+        self.workers = max(1, min(MAX_WORKERS, workers or os.cpu_count() or 1))
+        self.chunk = max(1 << 16, chunk_size)
+        self.processes = processes
+        self.process_budget = process_budget
+        self.target = ""
+        self.skipped = 0
+        self.token = secrets.token_hex(4)
+        self._umask = _read_umask()
+        self._stop = False
+        self._cancelled = False
+        self._error: Optional[CopyError] = None
+        self._lock = threading.Lock()
+        self._crew: Optional[Crew] = None
+        self._bytes_total = 0
+        self._files_total = 0
+        self._walking = True
+        self._finished = False
+        self._started: Optional[float] = None
+        self._ended: Optional[float] = None
+        self._prepared = False
+        self._source_is_dir = False
+        self._staged: List[Tuple[str, str]] = []  # (temporary root, final path)
+        self._made_parents: List[str] = []
+        self._planned: List[str] = []  # where the first temporary will be, known at prepare()
+        self._dirs: List[Tuple[str, os.stat_result, bool]] = []  # (path, source stat, staged)
+
+    # ------------------------------------------------------------------ public API
+
+    def prepare(self) -> None:
+        """Decide the target path and refuse impossible copies, writing nothing.
+
+        Raises CopyError(client_error=True) for what the request got wrong (cp's refusals).
+        """
+        if self._prepared:
+            return
+        try:
+            src_st = os.stat(self.source)
+        except OSError as exc:
+            raise CopyError("source path %s: %s" % (self.source, exc.strerror), True) from None
+        self._source_is_dir = stat.S_ISDIR(src_st.st_mode)
+        if not (self._source_is_dir or stat.S_ISREG(src_st.st_mode)):
+            raise CopyError("source path %s is neither a regular file nor a directory" % self.source, True)
+        name = os.path.basename(self.source.rstrip("/"))
+        if not name:
+            raise CopyError("cannot copy the file system root %s" % self.source, True)
+        dest_st = _stat_or_none(self.destination, follow=True)
+        if dest_st is not None and stat.S_ISDIR(dest_st.st_mode):
+            self.target = os.path.join(self.destination, name)
+        else:
+            self.target = self.destination.rstrip("/") or "/"
+        target_st = _stat_or_none(self.target, follow=False)
+        if self._source_is_dir:
+            if self.target == self.source or self.target.startswith(self.source.rstrip("/") + "/"):
+                raise CopyError("cannot copy a directory, %s, into itself, %s" % (self.source, self.target), True)
+            if target_st is not None and not stat.S_ISDIR(target_st.st_mode):
+                raise CopyError(
+                    "cannot overwrite non-directory %s with directory %s" % (self.target, self.source), True
+                )
+        else:
+            if target_st is not None and stat.S_ISDIR(target_st.st_mode):
+                raise CopyError(
+                    "cannot overwrite directory %s with non-directory %s" % (self.target, self.source), True
+                )
+            if target_st is not None and os.path.samestat(src_st, target_st):
+                raise CopyError("%s and %s are the same file" % (self.source, self.target), True)
+        parent = os.path.dirname(self.target)
+        ancestor = parent
+        while not os.path.lexists(ancestor):
+            ancestor = os.path.dirname(ancestor)
+        if not os.path.isdir(ancestor):
+            raise CopyError("destination %s cannot be created: %s is not a directory" % (self.target, ancestor), True)
+        if not self._source_is_dir or target_st is None:
+            self._planned = [os.path.join(parent, temp_name(os.path.basename(self.target), self.token))]
+        self._prepared = True
+
+    def run(self, *, defer_cleanup: bool = False) -> Progress:
+        """Copy; return the final progress, or raise CopyCancelled / CopyError.
+
+        Temporaries are removed before it raises, unless ``defer_cleanup`` (then call
+        ``cleanup()``; the driver does, once it has reported the outcome).
+        """
+        self._started = time.monotonic()
+        self._crew = Crew(
+            self.workers,
+            self.token,
+            self._umask,
+            self.chunk,
+            self._stopping,
+            self._on_failure,
+            self._on_crash,
+            processes=self.processes,
+            budget=self.process_budget,
+        )
+        try:
+            self.prepare()
+            if not self.dryrun:
+                self._make_parents()
+            if self._source_is_dir:
+                self._walk_tree()
+            else:
+                self._walk_file()
+        except (_Stop, Stopped):
+            pass
+        except OSError as exc:
+            self._fail(exc, "walking", self.source)
+        except CopyError as exc:
+            self._record(exc)
+        finally:
+            with self._lock:
+                self._walking = False
+            self._crew.finish()
+        if not self._stop and not self.dryrun:
+            try:
+                self._finish_tree()
+            except OSError as exc:
+                self._fail(exc, "finishing", self.target)
+        self._ended = time.monotonic()
+        if self._stop:
+            sweep_temporaries(self._crew.swept_dirs, self.token)
+            if not defer_cleanup:
+                self.cleanup()
+            if self._cancelled:
+                raise CopyCancelled()
+            assert self._error is not None
+            raise self._error
+        self._finished = True
+        return self.progress()
+
+    def cancel(self) -> None:
+        """Stop the copy: threads notice between chunks and files, processes are killed."""
+        with self._lock:
+            if not self._finished and self._error is None:
+                self._cancelled = True
+            self._stop = True
+        if self._crew is not None:
+            self._crew.halt()
+
+    def cleanup(self) -> None:
+        """Remove what a stopped copy left: the staged trees and the parents it created."""
+        for temp, _final in self._staged:
+            shutil.rmtree(temp, ignore_errors=True)
+        self._staged = []
+        for parent in reversed(self._made_parents):
+            try:
+                os.rmdir(parent)
+            except OSError:
+                break
+        self._made_parents = []
+
+    def temporaries(self) -> List[str]:
+        """Temporaries this job has made or is about to make (for a sweep after a crash)."""
+        staged = [temp for temp, _final in list(self._staged)]
+        return self._planned + [temp for temp in staged if temp not in self._planned]
+
+    def progress(self) -> Progress:
+        done = self._crew.totals() if self._crew is not None else [0, 0]
+        start = self._started
+        end = self._ended if self._ended is not None else time.monotonic()
+        return Progress(
+            bytes_total=self._bytes_total,
+            bytes_done=done[0],
+            files_total=self._files_total,
+            files_done=done[1],
+            elapsed=(end - start) if start is not None else 0.0,
+            walking=self._walking,
+            finished=self._finished,
+        )
+
+    def message(self) -> str:
+        """A dcp-like line for ``lastMessage``, with dcp's trailing newline."""
+        snap = self.progress()
+        if self.dryrun:
+            text = "Dry run: %s %d files, %s, from %s to %s" % (
+                "would copy" if snap.finished else "counted", snap.files_total,
+                human_bytes(snap.bytes_total), self.source, self.target or self.destination)
+        elif snap.walking:
+            text = "Walking %s: %d files, %s so far; copied %s in %.3f secs" % (
+                self.source, snap.files_total, human_bytes(snap.bytes_total),
+                human_bytes(snap.bytes_done), snap.elapsed)
+        else:
+            text = copied_line(snap.bytes_done, snap.bytes_total, snap.percent or 0, snap.elapsed,
+                               snap.rate, snap.finished)
+        if snap.finished and self.skipped:
+            text += " (skipped %d special files)" % self.skipped
+        return text + "\n"
+
+    # ------------------------------------------------------------------ stop and failure
+
+    def _stopping(self) -> bool:
+        return self._stop
+
+    def _record(self, error: CopyError) -> None:
+        with self._lock:
+            if self._error is None and not self._cancelled:
+                self._error = error
+            self._stop = True
+        if self._crew is not None:
+            self._crew.halt()
+
+    def _fail(self, exc: OSError, doing: str, path: str) -> None:
+        self._on_failure(Failure(exc.errno or 0, exc.strerror or str(exc), doing, path))
+
+    def _on_failure(self, failure: Failure) -> None:
+        self._record(CopyError("copy failed: %s (%s) %s %s" % (
+            failure.text, _errname(failure.code), failure.step, failure.path)))
+
+    def _on_crash(self, text: str) -> None:
+        self._record(CopyError("copy failed: %s" % text))
+
+    # ------------------------------------------------------------------ planning (caller thread)
+
+    def _make_parents(self) -> None:
+        """``mkdir -p`` the target's parent, remembering what it made (removed on failure)."""
+        parent = os.path.dirname(self.target)
+        missing: List[str] = []
+        while not os.path.lexists(parent):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
+        for path in reversed(missing):
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                self._fail(exc, "creating directory", path)
+                raise _Stop() from None
+            self._made_parents.append(path)
+
+    def _walk_file(self) -> None:
+        st = os.stat(self.source)
+        entry: Entry = (os.path.basename(self.source), os.path.basename(self.target), KIND_FILE,
+                        st.st_size, st.st_mode, st.st_atime_ns, st.st_mtime_ns, _looks_sparse(st))
+        self._bytes_total = st.st_size
+        self._files_total = 1
+        if not self.dryrun:
+            self._submit((os.path.dirname(self.source), os.path.dirname(self.target), [entry], True))
+
+    def _stage(self, final: str) -> str:
+        """Create the temporary root for the new directory ``final``; return its path."""
+        parent, name = os.path.split(final)
+        temp = os.path.join(parent, temp_name(name, self.token))
+        try:
+            os.mkdir(temp, 0o700)
+        except OSError as exc:
+            self._fail(exc, "creating directory", temp)
+            raise _Stop() from None
+        self._staged.append((temp, final))
+        return temp
+
+    def _walk_tree(self) -> None:
+        dryrun = self.dryrun
+        root_st = os.stat(self.source)
+        if _stat_or_none(self.target, follow=False) is not None:
+            root_dst, merge = self.target, True
+        elif dryrun:
+            root_dst, merge = self.target, False
+        else:
+            root_dst, merge = self._stage(self.target), False
+        self._dirs.append((root_dst, root_st, not merge))
+        stack = [(self.source, root_dst, merge)]
+        sizes = files = 0
+        while stack:
+            if self._stop:
+                raise _Stop()
+            src_dir, dst_dir, merge = stack.pop()
+            batch: List[Entry] = []
+            batch_bytes = 0
+            try:
+                with os.scandir(src_dir) as it:
+                    entries = list(it)
+            except OSError as exc:
+                self._fail(exc, "reading directory", src_dir)
+                raise _Stop() from None
+            for entry in entries:
+                name = entry.name
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError as exc:
+                    self._fail(exc, "reading", entry.path)
+                    raise _Stop() from None
+                mode = st.st_mode
+                if stat.S_ISDIR(mode):
+                    stack.append((entry.path, *self._subdir(dst_dir, name, merge, st, entry.path)))
+                    continue
+                if stat.S_ISREG(mode):
+                    size = st.st_size
+                    item: Entry = (name, name, KIND_FILE, size, mode, st.st_atime_ns, st.st_mtime_ns,
+                                   size >= SPARSE_MIN and st.st_blocks * 512 < size)
+                elif stat.S_ISLNK(mode):
+                    size = 0
+                    item = (name, name, KIND_LINK, 0, mode, st.st_atime_ns, st.st_mtime_ns, False)
+                else:
+                    self.skipped += 1
+                    continue
+                if merge:
+                    existing = _stat_or_none(os.path.join(dst_dir, name), follow=False)
+                    if existing is not None and stat.S_ISDIR(existing.st_mode):
+                        self._record(CopyError("cannot overwrite directory %s with non-directory %s"
+                                               % (os.path.join(dst_dir, name), entry.path)))
+                        raise _Stop()
+                files += 1
+                sizes += size
+                batch.append(item)
+                batch_bytes += size
+                if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
+                    self._bytes_total, self._files_total = sizes, files
+                    self._submit((src_dir, dst_dir, batch, merge))
+                    batch, batch_bytes = [], 0
+            self._bytes_total, self._files_total = sizes, files
+            if batch:
+                self._submit((src_dir, dst_dir, batch, merge))
+
+    def _subdir(self, dst_dir: str, name: str, merge: bool, st: os.stat_result, src: str) -> Tuple[str, bool]:
+        """The destination of a source subdirectory, made (or staged) now; and whether it merges."""
+        dst = os.path.join(dst_dir, name)
+        sub_merge = False
+        if merge:
+            existing = _stat_or_none(dst, follow=False)
+            if existing is not None:
+                if not stat.S_ISDIR(existing.st_mode):
+                    self._record(CopyError("cannot overwrite non-directory %s with directory %s" % (dst, src)))
+                    raise _Stop()
+                sub_merge = True
+            elif not self.dryrun:
+                dst = self._stage(dst)
+        elif not self.dryrun:
+            try:
+                os.mkdir(dst, 0o700)
+            except OSError as exc:
+                self._fail(exc, "creating directory", dst)
+                raise _Stop() from None
+        self._dirs.append((dst, st, not sub_merge))
+        return dst, sub_merge
+
+    def _submit(self, batch: Batch) -> None:
+        if not self.dryrun:
+            assert self._crew is not None
+            self._crew.submit(batch)
+
+    def _finish_tree(self) -> None:
+        """Directory modes and times after their contents, then staged trees into place."""
+        for path, st, staged in reversed(self._dirs):
+            if staged:
+                _apply_dir_meta(path, st)
+        for temp, final in self._staged:
+            os.rename(temp, final)
+        self._staged = []
+        self._made_parents = []
+        for path, st, staged in reversed(self._dirs):
+            if not staged:
+                _apply_dir_meta(path, st)
+
+
+def _looks_sparse(st: os.stat_result) -> bool:
+    return st.st_size >= SPARSE_MIN and st.st_blocks * 512 < st.st_size
+
+
+def _stat_or_none(path: str, follow: bool) -> Optional[os.stat_result]:
+    try:
+        return os.stat(path, follow_symlinks=follow)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _apply_dir_meta(path: str, st: os.stat_result) -> None:
+    os.chmod(path, stat.S_IMODE(st.st_mode))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))

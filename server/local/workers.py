@@ -1,0 +1,255 @@
+"""The copiers of one job: a thread at first, worker processes when work backs up.
+
+Batches go through one bounded queue. The first copier is a thread of the server process, so a
+single file or a small tree costs no process start. When batches wait in the queue, worker
+processes (copier.py run as a script, ~10 ms to start) join in up to the job's worker count:
+each has its own interpreter lock, so many-small-file copies run in parallel in the kernel
+instead of queueing on the lock (bench/README.md has the numbers). A stop (cancel or failure)
+kills the worker processes at once; the engine then removes the temporaries they left.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+from typing import Callable, List, Optional, Set
+
+from copy_offload.server.local import copier
+from copy_offload.server.local.copier import Batch, Copier, Failure, Stopped
+
+__all__ = ["Crew", "QUEUE_BATCHES"]
+
+QUEUE_BATCHES = 4096  # bounds the walker's lead (memory) on huge trees
+IN_FLIGHT = 2  # batches sent ahead to each worker process
+_COPIER_SCRIPT = copier.__file__
+
+
+class Crew:
+    """Copiers fed from one queue; counters readable from any thread without a lock."""
+
+    def __init__(
+        self,
+        size: int,
+        token: str,
+        umask: int,
+        chunk: int,
+        stopping: Callable[[], bool],
+        on_failure: Callable[[Failure], None],
+        on_crash: Callable[[str], None],
+        processes: bool = True,
+        budget: Optional[threading.Semaphore] = None,
+    ) -> None:
+        self.size = max(1, size)
+        self.token = token
+        self.umask = umask
+        self.chunk = chunk
+        self.stopping = stopping
+        self.on_failure = on_failure
+        self.on_crash = on_crash
+        self.processes = processes
+        self.budget = budget  # worker processes shared by every job of a server
+        self.queue: queue.Queue[Optional[Batch]] = queue.Queue(QUEUE_BATCHES)
+        self.counters: List[List[int]] = []
+        self.members: List[object] = []
+        self.swept_dirs: Set[str] = set()  # merge directories a killed process may have written in
+        self._lock = threading.RLock()  # halt() may come from a failure inside _add_member()
+        self._halted = False
+
+    # -------------------------------------------------------------- feeding
+
+    def submit(self, batch: Batch) -> None:
+        """Queue a batch, adding a copier if work is waiting; raise Stopped once stopping."""
+        if len(self.members) < self.size and (not self.members or not self.queue.empty()):
+            self._add_member()
+        while True:
+            if self.stopping():
+                raise Stopped()
+            try:
+                self.queue.put(batch, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        """No more batches: let every copier drain the queue and end, then wait for them."""
+        if self.stopping():
+            self.halt()
+            while True:
+                try:
+                    self.queue.get_nowait()
+                except queue.Empty:
+                    break
+        for _ in self.members:
+            self.queue.put(None)
+        for member in self.members:
+            member.join()  # type: ignore[attr-defined]
+
+    def halt(self) -> None:
+        """Kill the worker processes now (a cancel or a failure); threads stop at their checks."""
+        with self._lock:
+            self._halted = True
+            for member in self.members:
+                if isinstance(member, _ProcessMember):
+                    member.kill()
+
+    def totals(self) -> List[int]:
+        done = [0, 0]
+        for counter in list(self.counters):
+            done[0] += counter[0]
+            done[1] += counter[1]
+        return done
+
+    def _add_member(self) -> None:
+        counter = [0, 0]
+        with self._lock:
+            if self._halted:
+                return
+            if self.members and self.processes:
+                if self.budget is not None and not self.budget.acquire(blocking=False):
+                    return  # the server runs enough worker processes: carry on with these
+                try:
+                    member: object = _ProcessMember(self, counter)
+                except OSError as exc:
+                    if self.budget is not None:
+                        self.budget.release()
+                    self.on_crash("cannot start a copy worker process: %s" % exc)
+                    return
+            else:
+                member = _ThreadMember(self, counter)
+            self.counters.append(counter)
+            self.members.append(member)
+
+
+class _ThreadMember:
+    """A copier thread inside the server process."""
+
+    def __init__(self, crew: Crew, counter: List[int]) -> None:
+        self.crew = crew
+        self.copier = Copier(crew.token, crew.umask, crew.chunk, counter, crew.stopping)
+        self.thread = threading.Thread(target=self._run, name="copy-offload-copier", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        crew = self.crew
+        get = crew.queue.get
+        while True:
+            batch = get()
+            if batch is None:
+                return
+            if crew.stopping():
+                continue
+            try:
+                self.copier.copy_batch(batch)
+            except Stopped:
+                continue
+            except Failure as exc:
+                crew.on_failure(exc)
+            except Exception as exc:  # a bug must stop the job, not hang it
+                crew.on_crash("copy worker failed: %r" % exc)
+
+    def join(self) -> None:
+        self.thread.join()
+
+
+class _ProcessMember:
+    """A worker process (copier.py) with a feeding thread and a reading thread."""
+
+    def __init__(self, crew: Crew, counter: List[int]) -> None:
+        self.crew = crew
+        self.counter = counter
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", _COPIER_SCRIPT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.wfd = self.proc.stdin.fileno()
+        self.rfd = self.proc.stdout.fileno()
+        self.slots = threading.Semaphore(IN_FLIGHT)
+        self.killed = False
+        copier.send_frame(self.wfd, (crew.token, crew.umask, crew.chunk))
+        self.feeder = threading.Thread(target=self._feed, name="copy-offload-feeder", daemon=True)
+        self.reader = threading.Thread(target=self._read, name="copy-offload-reader", daemon=True)
+        self.feeder.start()
+        self.reader.start()
+
+    def _feed(self) -> None:
+        crew = self.crew
+        try:
+            while True:
+                while not self.slots.acquire(timeout=0.2):
+                    if crew.stopping() or self.killed:
+                        return
+                batch = crew.queue.get()
+                if batch is None or crew.stopping() or self.killed:
+                    return
+                if batch[3]:
+                    crew.swept_dirs.add(batch[1])
+                try:
+                    copier.send_frame(self.wfd, batch)
+                except OSError:
+                    return  # the worker is gone; the reader reports why
+        finally:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            except OSError:
+                pass
+
+    def _read(self) -> None:
+        crew = self.crew
+        counter = self.counter
+        failed = False
+        while True:
+            try:
+                message = copier.receive_frame(self.rfd)
+            except (EOFError, OSError, ValueError):
+                break
+            kind = message[0]
+            if kind == "e":
+                failed = True
+                crew.on_failure(Failure(message[1], message[2], message[3], message[4]))
+                continue
+            counter[0] += message[1]
+            counter[1] += message[2]
+            if kind == "d":
+                self.slots.release()
+        code = self.proc.wait()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        if crew.budget is not None:
+            crew.budget.release()
+        if code != 0 and not failed and not self.killed and not crew.stopping():
+            crew.on_crash("copy worker process %d exited with status %d" % (self.proc.pid, code))
+
+    def kill(self) -> None:
+        self.killed = True
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+
+    def join(self) -> None:
+        # A feeder parked on queue.get() receives its own None from Crew.finish().
+        self.feeder.join()
+        self.reader.join()
+
+
+def sweep_temporaries(directories: Set[str], token: str) -> None:
+    """Remove the ``.<name>.copy-offload-<token>.tmp`` files a killed worker left behind."""
+    mark = copier.TEMP_MARK + token
+    for directory in directories:
+        try:
+            with os.scandir(directory) as it:
+                names = [entry.name for entry in it if mark in entry.name]
+        except OSError:
+            continue
+        for name in names:
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
