@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import ipaddress
 import os
 import re
+import tempfile
 import time
 from typing import Iterable, Optional, Tuple
 
@@ -111,22 +113,30 @@ def generate_tls(hosts: Iterable[str], days: int = 365) -> Tuple[bytes, bytes]:
 
 def write_secret(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` with mode 0600 from the first byte (never briefly world-readable)."""
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    _write_atomic(path, data, 0o600)
 
 
 def write_public(path: str, data: bytes, mode: int = 0o644) -> None:
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    _write_atomic(path, data, mode)
+
+
+def _write_atomic(path: str, data: bytes, mode: int) -> None:
+    """Write a new file beside ``path`` and rename it over ``path``.
+
+    The new file has a random name and is created exclusively, mode 0600 (``mkstemp``), so a
+    file or symlink planted in a shared directory can never receive the data.
+    """
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".%s." % os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if mode != 0o600:
+                os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _san(name: str) -> x509.GeneralName:
