@@ -1,0 +1,98 @@
+"""Confinement of request paths to the ``--allow-root`` trees.
+
+A client names paths as text; the local driver may only read and write below the roots the
+administrator allowed. Both paths are resolved the way the kernel will see them (symlinks
+followed, ``..`` applied after the symlink it follows) and the resolved path must lie inside a
+root, so neither ``..`` nor a symlink can lead a copy out. The copy engine then works on the
+resolved paths and never follows a symlink inside the tree, which keeps it confined too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable, List, Sequence
+
+from copy_offload.client.wire import WireError
+
+__all__ = ["Confinement", "ConfinedPaths", "ERR_NO_ROOTS"]
+
+ERR_NO_ROOTS = "no --allow-root configured: the local driver refuses every path"
+
+
+@dataclass(frozen=True)
+class ConfinedPaths:
+    """A request's source and destination after resolution, both inside an allowed root."""
+
+    source: str
+    destination: str
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+class Confinement:
+    """The allowed roots, resolved once, and the checks that keep request paths inside them."""
+
+    def __init__(self, roots: Iterable[str]) -> None:
+        resolved: List[str] = []
+        for root in roots:
+            if not root:
+                continue
+            real = os.path.realpath(os.path.abspath(root))
+            if real not in resolved:
+                resolved.append(real)
+        self.roots: Sequence[str] = tuple(resolved)
+
+    def _roots_text(self) -> str:
+        return ", ".join(self.roots)
+
+    def _check_text(self, what: str, path: str) -> None:
+        if not self.roots:
+            raise WireError(400, ERR_NO_ROOTS)
+        if "\0" in path:
+            raise WireError(400, "%s path %r contains a NUL byte" % (what, path))
+        if not os.path.isabs(path):
+            raise WireError(400, "%s path %s must be absolute" % (what, path))
+
+    def _confine(self, what: str, path: str, real: str) -> str:
+        for root in self.roots:
+            if _inside(real, root):
+                return real
+        via = " (it resolves to %s)" % real if real != os.path.normpath(path) else ""
+        raise WireError(
+            400,
+            "%s path %s is outside the allowed roots%s; allowed roots: %s"
+            % (what, path, via, self._roots_text()),
+        )
+
+    def source(self, path: str) -> str:
+        """The resolved source; it must lie inside a root and exist.
+
+        Confinement is checked first, so nothing is revealed about paths outside the roots.
+        """
+        self._check_text("source", path)
+        try:
+            real = self._confine("source", path, os.path.realpath(path))
+            os.stat(real)
+        except FileNotFoundError:
+            raise WireError(400, "source path %s does not exist" % path) from None
+        except OSError as exc:
+            raise WireError(400, "source path %s cannot be resolved: %s" % (path, exc.strerror)) from None
+        return real
+
+    def destination(self, path: str) -> str:
+        """The resolved destination: its nearest existing ancestor resolved, the rest appended."""
+        self._check_text("destination", path)
+        try:
+            # Non-strict realpath resolves every existing component (symlinks included) and
+            # applies the remaining components, ".." among them, lexically.
+            real = os.path.realpath(path)
+        except OSError as exc:
+            raise WireError(400, "destination path %s cannot be resolved: %s" % (path, exc.strerror)) from None
+        return self._confine("destination", path, real)
+
+    def request(self, source: str, destination: str) -> ConfinedPaths:
+        """Both paths of a copy request, checked; the source first, as the reference validates."""
+        return ConfinedPaths(self.source(source), self.destination(destination))
