@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
@@ -51,6 +52,8 @@ class Status:
 
         def number(key: str) -> Optional[int]:
             value = cmd.get(key)
+            if isinstance(value, float) and not math.isfinite(value):
+                return None  # 1e999, NaN, Infinity: not a count
             return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
         return cls(
@@ -77,6 +80,6 @@ class Status:
         """Parse the first line of a status body; ``None`` if it is not a JSON object."""
         try:
             doc = json.loads(body.split("\n", 1)[0])
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply for the parser
             return None
         return cls.from_document(doc) if isinstance(doc, dict) else None
