@@ -60,7 +60,13 @@ def status(name: str, max_wait_secs: int, default_timeout: float) -> Call:
 
 
 def copy(request: wire.CopyRequest) -> Call:
-    return Call("POST", wire.TRIAL, wire.parse_trial_body, body=request.to_json())
+    def read(text: str) -> str:
+        name = wire.parse_trial_body(text)
+        if not name:
+            raise CopyOffloadError("the server's answer to a copy names no request: %r" % text[:80])
+        return name
+
+    return Call("POST", wire.TRIAL, read, body=request.to_json())
 
 
 def headers(token: Optional[str]) -> Dict[str, str]:

@@ -136,6 +136,11 @@ def test_silence_is_a_timeout(hostile):
         client.list()
 
 
+def test_a_trial_answer_without_a_name_is_an_error(hostile):
+    with co.Client(**kwargs(hostile), timeout=5) as client, pytest.raises(co.CopyOffloadError):
+        client.copy("/a", "/b")
+
+
 def test_garbage_instead_of_http_is_a_transport_error(hostile):
     with co.Client(**kwargs(hostile), timeout=5) as client, pytest.raises(co.TransportError):
         client.hello()
