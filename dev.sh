@@ -15,9 +15,13 @@ setup() {
     fi
     if ! "$VENV/bin/python" -c "import copy_offload.server, pytest, tornado" 2>/dev/null \
         || [ pyproject.toml -nt "$VENV/.installed" ]; then
-        echo "== installing flux-copy-offload[test] (editable)"
-        "$VENV/bin/python" -m pip install -q --upgrade pip
-        "$VENV/bin/python" -m pip install -q -e ".[test]"
+        echo "== installing flux-copy-offload[test] (editable; log in $VENV/install.log)"
+        if ! { "$VENV/bin/python" -m pip install --upgrade pip \
+                && "$VENV/bin/python" -m pip install -e ".[test]"; } >"$VENV/install.log" 2>&1; then
+            tail -n 30 "$VENV/install.log" >&2
+            echo "dev.sh: installation failed; the whole log is $VENV/install.log" >&2
+            exit 1
+        fi
         touch "$VENV/.installed"
     fi
 }
@@ -41,9 +45,9 @@ demo() {
     local data="$STATE/demo"
     rm -rf "$data/dst"
     mkdir -p "$data/src/nested/deeper" "$data/dst"
-    echo "== generating demo data in $data/src (256 MiB + a small tree)"
+    echo "== generating demo data in $data/src (1 GiB + a small tree)"
     if [ ! -s "$data/src/big.bin" ]; then
-        head -c $((256 * 1024 * 1024)) /dev/urandom > "$data/src/big.bin"
+        head -c $((1024 * 1024 * 1024)) /dev/urandom > "$data/src/big.bin"
     fi
     for i in $(seq 1 200); do echo "file $i" > "$data/src/nested/f$i.txt"; done
     : > "$data/src/nested/deeper/empty"

@@ -54,7 +54,8 @@ def status_dict(status: Status) -> Dict[str, Any]:
 
 
 def _human_status(status: Status) -> str:
-    lines = ["%s: %s" % (key.replace("_", " "), value) for key, value in status_dict(status).items()]
+    lines = ["%s: %s" % (key.replace("_", " "), str(value).rstrip("\n"))
+             for key, value in status_dict(status).items()]
     return "\n".join(lines)
 
 

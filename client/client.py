@@ -27,8 +27,9 @@ from copy_offload.client.errors import (
 from copy_offload.client.models import Status
 
 DEFAULT_TIMEOUT = 30.0
-#: Each wait() round asks the server to hold the answer this long, so progress can be reported.
-WAIT_SLICE = 5
+#: With a progress callback, each wait() round asks the server to hold the answer at most this
+#: long (it answers at once on completion), so a progress bar moves about once a second.
+WAIT_SLICE = 1
 
 
 def _ssl_context(config: ServerConfig) -> Any:
