@@ -1,0 +1,309 @@
+"""The ``local`` driver: copies on this machine, confined to the allowed roots, recorded durably.
+
+Each request runs in its own thread (the built-in engine, which adds worker processes for big
+trees, or a profile's command), so the event loop never blocks. The driver keeps the request's
+state in the NnfDataMovement vocabulary (Running/Finished; Success/Failed/Cancelled) and
+renders it with ``wire.status_document``, with the engine's byte and file counters beside the
+reference keys. Records go to SQLite (store.py) at start, about once a second while running,
+and at the end; a status for a finished request comes from memory or, after a restart, from
+SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import datetime as dt
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, List, Optional, TypeVar, Union
+
+from copy_offload.client import wire
+from copy_offload.client.wire import CopyRequest, RequestState, WireError
+from copy_offload.server.drivers.base import Completions, Driver
+from copy_offload.server.local.command import CommandJob
+from copy_offload.server.local.copier import TEMP_MARK
+from copy_offload.server.local.engine import CopyCancelled, CopyError, CopyJob
+from copy_offload.server.local.paths import Confinement
+from copy_offload.server.local.profiles import Profile, Profiles
+from copy_offload.server.local.store import Store
+
+__all__ = ["LocalDriver", "ENGINE_COMMAND", "NAME_BASE"]
+
+log = logging.getLogger("copy_offload.server.local")
+
+NAME_BASE = "nnf-copy-offload-"
+ENGINE_COMMAND = "copy-offload-engine"
+PROGRESS_INTERVAL = 1.0  # seconds between durable progress writes of a running request
+CANCEL_WAIT = 1.0  # how long cancel() waits for the request to leave the active set
+RECENT = 1000  # finished requests kept in memory; older ones are read back from SQLite
+
+T = TypeVar("T")
+Job = Union[CopyJob, CommandJob]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class _Request:
+    def __init__(self, name: str, job: Job, state: RequestState, profile: Profile, request: CopyRequest) -> None:
+        self.name = name
+        self.job = job
+        self.state = state
+        self.profile = profile
+        self.store_stdout = request.storeStdout or profile.store_stdout
+        self.log_stdout = request.logStdout or profile.log_stdout
+        self.started = time.monotonic()
+        self.done = asyncio.Event()
+
+
+class LocalDriver(Driver):
+    """Copies with the built-in engine or a profile's command, on this machine."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        allow_roots: List[str],
+        state_dir: str,
+        workers: Optional[int] = None,
+        profiles_file: Optional[str] = None,
+        node_name: Optional[str] = None,
+    ) -> None:
+        self.confinement = Confinement(allow_roots)
+        self.profiles = Profiles(profiles_file)
+        self.store = Store(state_dir)
+        self.workers = workers if workers and workers > 0 else (os.cpu_count() or 1)
+        self.node_name = node_name or socket.gethostname().split(".")[0] or "localhost"
+        self._active: Dict[str, _Request] = {}
+        self._recent: collections.OrderedDict[str, _Request] = collections.OrderedDict()
+        self._completions = Completions()
+        self._db = ThreadPoolExecutor(1, thread_name_prefix="copy-offload-db")
+        self._budget = threading.BoundedSemaphore(max(2, 2 * (os.cpu_count() or 1)))
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._ticker: Optional[asyncio.Task[None]] = None
+        self._pending: set[asyncio.Future[None]] = set()  # final writes not yet done
+        self._closed = False
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        """Mark requests a previous server left running as failed, and sweep their temporaries."""
+        self._loop = asyncio.get_running_loop()
+        recovered = await self._in_db(self.store.recover)
+        if recovered:
+            log.warning("marked %d request(s) failed: the server restarted while they ran", len(recovered))
+            paths = [path for _name, temps in recovered for path in temps]
+            await self._loop.run_in_executor(None, _sweep, paths)
+        self._ticker = asyncio.ensure_future(self._tick())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for name in list(self._active):
+            await self.cancel(name)
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._pending:
+            await asyncio.wait(list(self._pending))
+        await asyncio.get_running_loop().run_in_executor(None, self._db.shutdown, True)
+        self.store.close()
+
+    # ------------------------------------------------------------------ Driver API
+
+    async def submit(self, request: CopyRequest) -> str:
+        loop = self._loop_now()
+        profile = self.profiles.get(request.dmProfile)
+        paths = await loop.run_in_executor(
+            None, self.confinement.request, request.sourcePath, request.destinationPath)
+        workers = _worker_hint(request, self.workers)
+        if profile.builtin:
+            job: Job = CopyJob(paths.source, paths.destination, workers=workers, dryrun=request.dryrun,
+                               process_budget=self._budget)
+            command = " ".join([ENGINE_COMMAND] + (["--dryrun"] if request.dryrun else [])
+                               + [paths.source, paths.destination])
+        else:
+            argv = profile.argv(paths.source, paths.destination)
+            job = CommandJob(argv, dryrun=request.dryrun)
+            command = " ".join(argv)
+        try:
+            await loop.run_in_executor(None, job.prepare)
+        except CopyError as exc:
+            raise WireError(400 if exc.client_error else 500, exc.message) from None
+        name = "%s--%s%d" % (self.node_name, NAME_BASE, await self._in_db(self.store.next_sequence))
+        state = RequestState(state="Running", command=command, start_time=_now())
+        req = _Request(name, job, state, profile, request)
+        try:
+            await self._in_db(self.store.save, name, state, job.temporaries())
+        except Exception as exc:
+            log.exception("cannot record request %s", name)
+            raise WireError(500, "unable to record the request: %s" % exc) from None
+        self._active[name] = req
+        thread = threading.Thread(target=self._run, args=(req,), name="copy-offload-" + name, daemon=True)
+        thread.start()
+        log.info("request %s: %s", name, command)
+        return name
+
+    async def status(self, name: str, max_wait_secs: int) -> Dict[str, Any]:
+        if name in self._active and max_wait_secs != 0:
+            await self._completions.wait(name, max_wait_secs)
+        req = self._active.get(name) or self._recent.get(name)
+        if req is not None:
+            return wire.status_document(self._snapshot(req))
+        rec = await self._in_db(self.store.load, name)
+        if rec is None:
+            raise WireError(404, wire.ERR_REQUEST_NOT_FOUND)
+        return wire.status_document(rec)
+
+    def active(self) -> List[str]:
+        return sorted(self._active)
+
+    async def cancel(self, name: str) -> bool:
+        req = self._active.get(name)
+        if req is None:
+            if name in self._recent:
+                return True
+            return await self._in_db(self.store.load, name) is not None
+        req.state.cancel = True
+        req.job.cancel()
+        try:
+            await asyncio.wait_for(req.done.wait(), CANCEL_WAIT)
+        except asyncio.TimeoutError:
+            log.warning("request %s is still stopping %.1f s after its cancel", name, CANCEL_WAIT)
+        return True
+
+    # ------------------------------------------------------------------ running a request
+
+    def _run(self, req: _Request) -> None:
+        """The request's thread: run the job, clean up, then hand the outcome to the loop."""
+        job = req.job
+        status, message = "Success", ""
+        try:
+            job.run(defer_cleanup=True)
+            if req.store_stdout:
+                message = job.output if isinstance(job, CommandJob) else job.message().rstrip("\n")
+        except CopyCancelled:
+            status = "Cancelled"
+        except CopyError as exc:
+            status, message = "Failed", exc.message
+        except Exception as exc:  # a bug must still end the request
+            log.exception("request %s failed unexpectedly", req.name)
+            status, message = "Failed", "internal error in the copy engine: %r" % exc
+        try:
+            job.cleanup()
+        except Exception:
+            log.exception("request %s: cleanup failed", req.name)
+        if req.log_stdout and status == "Success":
+            log.info("request %s output: %s", req.name, job.message().rstrip("\n"))
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._finish, req, status, message)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+    def _finish(self, req: _Request, status: str, message: str) -> None:
+        """On the loop: final state, out of the active set, then the durable write and the signal."""
+        final = self._snapshot(req)
+        final.state, final.status, final.cancel = "Finished", status, False
+        final.end_time = _now()
+        if message:
+            final.message = message
+        req.state = final
+        self._active.pop(req.name, None)
+        self._recent[req.name] = req
+        while len(self._recent) > RECENT:
+            old, _ = self._recent.popitem(last=False)
+            self._completions.forget(old)
+        req.done.set()
+        log.info("request %s finished: %s%s", req.name, status, (": " + message) if status == "Failed" else "")
+        task = asyncio.ensure_future(self._record_end(req))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _record_end(self, req: _Request) -> None:
+        try:
+            await self._in_db(self.store.save, req.name, req.state, ())
+        except Exception:
+            log.exception("cannot record the end of request %s", req.name)
+        self._completions.done(req.name)
+
+    def _snapshot(self, req: _Request) -> RequestState:
+        """The request's state now: the recorded one when finished, else live counters."""
+        if req.state.state == "Finished":
+            return req.state
+        job = req.job
+        now = _now()
+        rec = dataclasses.replace(req.state, extra=dict(req.state.extra))
+        rec.elapsed = time.monotonic() - req.started
+        rec.last_message = job.message()
+        if isinstance(job, CommandJob):
+            rec.progress = job.percent()
+            if job.last_time is not None:
+                rec.last_message_time = dt.datetime.fromtimestamp(job.last_time, dt.timezone.utc)
+        else:
+            snap = job.progress()
+            rec.progress = snap.percent
+            rec.last_message_time = now
+            rec.bytes_total, rec.bytes_done = snap.bytes_total, snap.bytes_done
+            rec.files_total, rec.files_done = snap.files_total, snap.files_done
+            rec.rate = snap.rate
+        return rec
+
+    async def _tick(self) -> None:
+        """About once a second, record the progress of running requests (one db call)."""
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL)
+            rows = [(req.name, self._snapshot(req), req.job.temporaries()) for req in self._active.values()]
+            if rows:
+                try:
+                    await self._in_db(_save_rows, self.store, rows)
+                except Exception:
+                    log.exception("cannot record progress")
+
+    # ------------------------------------------------------------------ helpers
+
+    def _loop_now(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    async def _in_db(self, func: Callable[..., T], *args: Any) -> T:
+        return await self._loop_now().run_in_executor(self._db, func, *args)
+
+
+def _save_rows(store: Store, rows: List[Any]) -> None:
+    for name, rec, temps in rows:
+        if rec.state != "Finished":
+            store.save(name, rec, temps, durable=False)
+
+
+def _worker_hint(request: CopyRequest, default: int) -> int:
+    """Workers for a request: ``slots`` (capped by ``maxSlots``) when given, else the default."""
+    hints = [value for value in (request.slots, request.maxSlots) if value > 0]
+    return min(hints) if hints else default
+
+
+def _sweep(paths: List[str]) -> None:
+    """Remove temporaries a previous server left; only names that carry our mark."""
+    for path in paths:
+        if TEMP_MARK not in os.path.basename(path):
+            continue
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot remove the temporary %s: %s", path, exc.strerror)
