@@ -29,6 +29,7 @@ KIND_FILE, KIND_LINK = 0, 1
 FALLBACK_ERRNOS = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
 _O_SRC = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+_O_NOATIME = getattr(os, "O_NOATIME", 0)  # reading must not dirty the source's inode (atime)
 _O_DST = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 _CFR, _SENDFILE, _RW = 0, 1, 2
 _FRAME = struct.Struct(">I")
@@ -86,6 +87,7 @@ class Copier:
         self.stopping = stopping
         self.on_chunk = on_chunk
         self.method = _CFR
+        self.src_flags = _O_SRC | _O_NOATIME
 
     def copy_batch(self, batch: Sequence) -> None:
         src_dir, dst_dir, entries, replace = batch
@@ -120,7 +122,12 @@ class Copier:
         fi = fo = -1
         temp = None
         try:
-            fi = os.open(sname, _O_SRC, dir_fd=sfd)
+            try:
+                fi = os.open(sname, self.src_flags, dir_fd=sfd)
+            except PermissionError:
+                if not self.src_flags & _O_NOATIME:
+                    raise
+                fi = os.open(sname, _O_SRC, dir_fd=sfd)  # O_NOATIME needs ownership (or CAP_FOWNER)
             step = "creating"
             perm = mode & 0o7777
             if replace:

@@ -2,9 +2,10 @@
 
 Batches go through one bounded queue. The first copier is a thread of the server process, so a
 single file or a small tree costs no process start. When batches wait in the queue, worker
-processes (copier.py run as a script, ~10 ms to start) join in up to the job's worker count:
-each has its own interpreter lock, so many-small-file copies run in parallel in the kernel
-instead of queueing on the lock (bench/README.md has the numbers). A stop (cancel or failure)
+processes (copier.py run as a script, ~10 ms to start) join in, up to the job's worker count,
+and the thread then retires: each process has its own interpreter lock, so many-small-file
+copies run in parallel in the kernel instead of queueing on one lock, and the server process is
+left with walking and feeding (bench/README.md has the numbers). A stop (cancel or failure)
 kills the worker processes at once; the engine then removes the temporaries they left.
 """
 
@@ -62,7 +63,7 @@ class Crew:
 
     def submit(self, batch: Batch) -> None:
         """Queue a batch, adding a copier if work is waiting; raise Stopped once stopping."""
-        if len(self.members) < self.size and (not self.members or not self.queue.empty()):
+        if (not self.members or not self.queue.empty()) and self._room():
             self._add_member()
         while True:
             if self.stopping():
@@ -94,6 +95,14 @@ class Crew:
             for member in self.members:
                 if isinstance(member, _ProcessMember):
                     member.kill()
+
+    def _room(self) -> bool:
+        """Whether another copier may start: ``size`` processes besides the first thread."""
+        return len(self.members) < self.size + (1 if self.processes else 0)
+
+    def retire_thread(self) -> bool:
+        """The first thread leaves the work to the processes once all of them are running."""
+        return self.processes and len(self.members) > self.size
 
     def totals(self) -> List[int]:
         done = [0, 0]
@@ -136,6 +145,8 @@ class _ThreadMember:
         crew = self.crew
         get = crew.queue.get
         while True:
+            if crew.retire_thread():
+                return
             batch = get()
             if batch is None:
                 return
