@@ -23,8 +23,12 @@ import shlex
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-import tomllib
 from copy_offload.client.wire import WireError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
 
 __all__ = ["Profile", "Profiles", "ProfileConfigError", "BUILTIN", "unknown_profile_text"]
 
