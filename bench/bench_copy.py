@@ -99,15 +99,16 @@ def run_command(argv: List[str]) -> float:
     return time.perf_counter() - start
 
 
-def run_ours(src: str, dst: str, workers: int) -> float:
+def run_ours(src: str, dst: str, workers: int, direct: bool = False) -> float:
     start = time.perf_counter()
-    CopyJob(src, dst, workers=workers).run()
+    CopyJob(src, dst, workers=workers or None, direct=direct).run()
     return time.perf_counter() - start
 
 
 def contenders(kind: str, workers: int) -> Dict[str, Callable[[str, str], float]]:
     table: Dict[str, Callable[[str, str], float]] = {OURS: lambda s, d: run_ours(s, d, workers)}
     if kind == "file":
+        table[OURS + " --direct"] = lambda s, d: run_ours(s, d, workers, direct=True)
         table["cp"] = lambda s, d: run_command(["cp", s, d])
     else:
         table["cp -r"] = lambda s, d: run_command(["cp", "-r", s, d])
@@ -137,11 +138,11 @@ def measure(kind: str, src: str, out_root: str, runs: int, workers: int) -> Dict
 def report(title: str, times: Dict[str, List[float]], size: int, files: int) -> None:
     ours = statistics.median(times[OURS])
     print("\n%s (%d file%s, %.1f MiB)" % (title, files, "" if files == 1 else "s", size / 2**20))
-    print("%-14s %10s %10s %12s %14s" % ("tool", "median s", "min s", "MiB/s", "ours/peer"))
+    print("%-22s %9s %9s %10s %10s" % ("tool", "median s", "min s", "MiB/s", "ours/peer"))
     for name, values in times.items():
         med = statistics.median(values)
-        ratio = "" if name == OURS else "%.2fx" % (med / ours)
-        print("%-14s %10.3f %10.3f %12.1f %14s" % (name, med, min(values), size / 2**20 / med, ratio))
+        ratio = "" if name.startswith(OURS) else "%.2fx" % (med / ours)
+        print("%-22s %9.3f %9.3f %10.1f %10s" % (name, med, min(values), size / 2**20 / med, ratio))
     print("runs: " + "; ".join("%s %s" % (n, " ".join("%.3f" % v for v in vs)) for n, vs in times.items()))
 
 

@@ -294,6 +294,27 @@ def test_the_event_loop_keeps_running_during_a_big_copy(env):
     assert run(main()) < 0.25
 
 
+def test_dcp_direct_option_reaches_the_engine(env):
+    tmp, root = env
+    data = os.urandom(1 << 20) * 65
+    write(str(root / "big"), data)
+
+    async def main():
+        d = driver(tmp, root)
+        await d.start()
+        doc = await d.status(await d.submit(request(root / "big", root / "copy", dcpOptions="--progress 1 --direct")), -1)
+        with pytest.raises(WireError) as info:
+            await d.submit(request(root / "big", root / "x", dcpOptions="'unbalanced"))
+        await d.close()
+        return doc, info.value
+
+    doc, error = run(main())
+    assert doc["status"] == "success"
+    assert doc["commandStatus"]["command"] == "copy-offload-engine --direct %s %s" % (root / "big", root / "copy")
+    assert (root / "copy").read_bytes() == data
+    assert error.code == 400 and error.message.startswith("unable to parse dcpOptions")
+
+
 def test_worker_hint_from_slots():
     assert _worker_hint(CopyRequest(), 3) == 3
     assert _worker_hint(CopyRequest(slots=4), 3) == 4

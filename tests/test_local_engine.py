@@ -112,6 +112,20 @@ def test_large_file_and_sparse_file(tmp_path):
     assert os.stat(tmp_path / "hole2").st_size == 8 << 20
 
 
+def test_direct_io_for_large_files(tmp_path):
+    data = os.urandom(1 << 20) * 70 + b"unaligned tail"
+    write(str(tmp_path / "src" / "big"), data)
+    write(str(tmp_path / "src" / "small"), b"small")
+    progress = copy(tmp_path / "src", tmp_path / "dst", direct=True, chunk_size=4 << 20)
+    assert (tmp_path / "dst" / "big").read_bytes() == data
+    assert (tmp_path / "dst" / "small").read_bytes() == b"small"
+    assert progress.bytes_done == len(data) + 5
+    with tiny_tmpfs(str(tmp_path / "mem"), size="100m") as mem:  # O_DIRECT or its fallback
+        copy(tmp_path / "src" / "big", os.path.join(mem, "big"), direct=True)
+        with open(os.path.join(mem, "big"), "rb") as handle:
+            assert handle.read() == data
+
+
 def test_dryrun_counts_and_writes_nothing(tmp_path):
     src = tmp_path / "src"
     make_tree(str(src))

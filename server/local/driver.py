@@ -17,6 +17,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import shlex
 import shutil
 import socket
 import threading
@@ -109,8 +110,7 @@ class LocalDriver(Driver):
         if self._closed:
             return
         self._closed = True
-        for name in list(self._active):
-            await self.cancel(name)
+        await asyncio.gather(*[self.cancel(name) for name in list(self._active)])
         if self._ticker is not None:
             self._ticker.cancel()
         if self._pending:
@@ -127,10 +127,11 @@ class LocalDriver(Driver):
             None, self.confinement.request, request.sourcePath, request.destinationPath)
         workers = _worker_hint(request, self.workers)
         if profile.builtin:
+            direct = _wants_direct(request.dcpOptions)
             job: Job = CopyJob(paths.source, paths.destination, workers=workers, dryrun=request.dryrun,
-                               process_budget=self._budget)
+                               process_budget=self._budget, direct=direct)
             command = " ".join([ENGINE_COMMAND] + (["--dryrun"] if request.dryrun else [])
-                               + [paths.source, paths.destination])
+                               + (["--direct"] if direct else []) + [paths.source, paths.destination])
         else:
             argv = profile.argv(paths.source, paths.destination)
             job = CommandJob(argv, dryrun=request.dryrun)
@@ -150,7 +151,7 @@ class LocalDriver(Driver):
         self._active[name] = req
         thread = threading.Thread(target=self._run, args=(req,), name="copy-offload-" + name, daemon=True)
         thread.start()
-        log.info("request %s: %s", name, command)
+        log.debug("request %s: %r", name, command)  # repr: client paths may hold control characters
         return name
 
     async def status(self, name: str, max_wait_secs: int) -> Dict[str, Any]:
@@ -203,7 +204,8 @@ class LocalDriver(Driver):
         except Exception:
             log.exception("request %s: cleanup failed", req.name)
         if req.log_stdout and status == "Success":
-            log.info("request %s output: %s", req.name, job.message().rstrip("\n"))
+            output = job.output if isinstance(job, CommandJob) else job.message()
+            log.info("request %s output: %r", req.name, output[:4096])
         loop = self._loop
         if loop is not None and not loop.is_closed():
             try:
@@ -225,7 +227,10 @@ class LocalDriver(Driver):
             old, _ = self._recent.popitem(last=False)
             self._completions.forget(old)
         req.done.set()
-        log.info("request %s finished: %s%s", req.name, status, (": " + message) if status == "Failed" else "")
+        if status == "Failed":
+            log.info("request %s failed: %r", req.name, message[:1024])
+        else:
+            log.info("request %s finished: %s", req.name, status)
         task = asyncio.ensure_future(self._record_end(req))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -287,6 +292,18 @@ def _save_rows(store: Store, rows: List[Any]) -> None:
             store.save(name, rec, temps, durable=False)
 
 
+def _wants_direct(dcp_options: str) -> bool:
+    """dcp's ``--direct`` (``-s``) in ``dcpOptions``: the engine's O_DIRECT writes.
+
+    The engine understands only this one dcp option; the others tune dcp itself and are ignored.
+    """
+    try:
+        words = shlex.split(dcp_options)
+    except ValueError as exc:
+        raise WireError(400, "unable to parse dcpOptions: %s" % exc) from None
+    return "--direct" in words or "-s" in words
+
+
 def _worker_hint(request: CopyRequest, default: int) -> int:
     """Workers for a request: ``slots`` (capped by ``maxSlots``) when given, else the default."""
     hints = [value for value in (request.slots, request.maxSlots) if value > 0]
@@ -306,4 +323,4 @@ def _sweep(paths: List[str]) -> None:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            log.warning("cannot remove the temporary %s: %s", path, exc.strerror)
+            log.warning("cannot remove the temporary %r: %s", path, exc.strerror)

@@ -49,6 +49,7 @@ BATCH_FILES = 128
 BATCH_BYTES = 64 << 20
 MAX_WORKERS = 64
 SPARSE_MIN = 1 << 20
+DIRECT_MIN = 64 << 20  # with direct=True, files this big bypass the page cache
 
 
 class CopyError(Exception):
@@ -136,14 +137,16 @@ class CopyJob:
         chunk_size: int = CHUNK,
         processes: bool = True,
         process_budget: Optional[threading.Semaphore] = None,
+        direct: bool = False,
     ) -> None:
         self.source = source
         self.destination = destination
         self.dryrun = dryrun
         self.workers = max(1, min(MAX_WORKERS, workers or os.cpu_count() or 1))
-        self.chunk = max(1 << 16, chunk_size)
+        self.chunk = max(1 << 16, chunk_size) >> 16 << 16  # aligned, as O_DIRECT needs
         self.processes = processes
         self.process_budget = process_budget
+        self.direct = direct
         self.target = ""
         self.skipped = 0
         self.token = secrets.token_hex(4)
@@ -232,6 +235,7 @@ class CopyJob:
             self._on_crash,
             processes=self.processes,
             budget=self.process_budget,
+            direct_min=DIRECT_MIN if self.direct else 0,
         )
         try:
             self.prepare()

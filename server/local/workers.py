@@ -42,6 +42,7 @@ class Crew:
         on_crash: Callable[[str], None],
         processes: bool = True,
         budget: Optional[threading.Semaphore] = None,
+        direct_min: int = 0,
     ) -> None:
         self.size = max(1, size)
         self.token = token
@@ -52,6 +53,7 @@ class Crew:
         self.on_crash = on_crash
         self.processes = processes
         self.budget = budget  # worker processes shared by every job of a server
+        self.direct_min = direct_min
         self.queue: queue.Queue[Optional[Batch]] = queue.Queue(QUEUE_BATCHES)
         self.counters: List[List[int]] = []
         self.members: List[object] = []
@@ -137,7 +139,8 @@ class _ThreadMember:
 
     def __init__(self, crew: Crew, counter: List[int]) -> None:
         self.crew = crew
-        self.copier = Copier(crew.token, crew.umask, crew.chunk, counter, crew.stopping)
+        self.copier = Copier(crew.token, crew.umask, crew.chunk, counter, crew.stopping,
+                             direct_min=crew.direct_min)
         self.thread = threading.Thread(target=self._run, name="copy-offload-copier", daemon=True)
         self.thread.start()
 
@@ -182,7 +185,7 @@ class _ProcessMember:
         self.rfd = self.proc.stdout.fileno()
         self.slots = threading.Semaphore(IN_FLIGHT)
         self.killed = False
-        copier.send_frame(self.wfd, (crew.token, crew.umask, crew.chunk))
+        copier.send_frame(self.wfd, (crew.token, crew.umask, crew.chunk, crew.direct_min))
         self.feeder = threading.Thread(target=self._feed, name="copy-offload-feeder", daemon=True)
         self.reader = threading.Thread(target=self._read, name="copy-offload-reader", daemon=True)
         self.feeder.start()
