@@ -23,7 +23,7 @@ from copy_offload.client import wire
 from hardening_support import assert_clean_log, auth_headers, http_client, start_server
 
 schemathesis = pytest.importorskip("schemathesis")
-from schemathesis.config._checks import NotAServerErrorConfig  # noqa: E402
+from schemathesis.config import NotAServerErrorConfig  # noqa: E402
 from schemathesis.specs.openapi import checks as openapi_checks  # noqa: E402
 
 DOC_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "openapi.yaml")
