@@ -51,3 +51,39 @@ def test_many_copies_at_once(load):
     result = asyncio.run(bench_load.copies(load, count=40, size_kib=64))
     assert result.failures == [] and result.identical == 40, result.failures[:3]
     assert result.rss_peak < result.rss_before + 64 * 1024, result
+
+
+def test_abandoned_polls_are_released(load):
+    """Clients that go away while waiting leave nothing behind: sockets closed, waits dropped."""
+
+    async def go() -> None:
+        async with load.client(4) as control:
+            source = os.path.join(load.root, "abandon")
+            with open(source, "w"):
+                pass
+            name = await bench_load.submit(control, source, source + ".out", "hold")
+            await asyncio.sleep(0.5)
+            fds_before = bench_load.open_fds(load.pid)
+            context = load.material.context()
+            pollsters = [load.client(1, context) for _ in range(100)]
+            tasks = [asyncio.ensure_future(p.get(bench_load.wire.status_path(name, -1))) for p in pollsters]
+            deadline = asyncio.get_running_loop().time() + 30
+            while bench_load.open_fds(load.pid) < fds_before + 100:
+                assert asyncio.get_running_loop().time() < deadline, "polls never reached the server"
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+            for task in tasks:
+                task.cancel()  # the client goes away: its connection is closed
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*(p.aclose() for p in pollsters))
+            deadline = asyncio.get_running_loop().time() + 10
+            while bench_load.open_fds(load.pid) > fds_before:
+                assert asyncio.get_running_loop().time() < deadline, (bench_load.open_fds(load.pid), fds_before)
+                await asyncio.sleep(0.1)
+            cpu = await bench_load.cpu_over(load.pid, 1.0)
+            assert cpu < 0.2, cpu
+            assert (await control.delete(bench_load.wire.cancel_path(name))).status_code == 200
+            final = await control.get(bench_load.wire.status_path(name, 10))
+            assert '"state":"completed"' in final.text, final.text
+
+    asyncio.run(go())
