@@ -87,9 +87,9 @@ def settle(base: str, limit: float = 400.0, normal: float = 60e-6) -> None:
             os.close(os.open(os.path.join(directory, str(i)), os.O_CREAT | os.O_WRONLY, 0o644))
         each = (time.perf_counter() - start) / 500
         if each < normal or time.monotonic() > deadline:
-            print("file creation: %.0f us per file%s" % (each * 1e6, "" if each < normal else " (still slow)"))
+            print("file creation: %.0f us per file%s" % (each * 1e6, "" if each < normal else " (still slow)"), flush=True)
             return
-        print("file creation is slow (%.0f us per file: recently deleted inodes?); waiting 15 s" % (each * 1e6))
+        print("file creation is slow (%.0f us per file: recently deleted inodes?); waiting 15 s" % (each * 1e6), flush=True)
         time.sleep(15)
 
 
@@ -136,14 +136,25 @@ def measure(kind: str, src: str, out_root: str, runs: int, workers: int) -> Dict
 
 
 def report(title: str, times: Dict[str, List[float]], size: int, files: int) -> None:
-    ours = statistics.median(times[OURS])
-    print("\n%s (%d file%s, %.1f MiB)" % (title, files, "" if files == 1 else "s", size / 2**20))
-    print("%-22s %9s %9s %10s %10s" % ("tool", "median s", "min s", "MiB/s", "ours/peer"))
+    """Medians, and the ratio two ways: of the medians, and the median of each round's ratio.
+
+    The paired one compares runs made seconds apart, so it is the steadier of the two when the
+    machine's speed drifts (other work, the host reclaiming memory).
+    """
+    ours = times[OURS]
+    print("\n%s (%d file%s, %.1f MiB)" % (title, files, "" if files == 1 else "s", size / 2**20), flush=True)
+    print("%-22s %9s %9s %10s %10s %10s" % ("tool", "median s", "min s", "MiB/s", "ours/peer", "paired"),
+          flush=True)
     for name, values in times.items():
         med = statistics.median(values)
-        ratio = "" if name.startswith(OURS) else "%.2fx" % (med / ours)
-        print("%-22s %9.3f %9.3f %10.1f %10s" % (name, med, min(values), size / 2**20 / med, ratio))
-    print("runs: " + "; ".join("%s %s" % (n, " ".join("%.3f" % v for v in vs)) for n, vs in times.items()))
+        if name.startswith(OURS):
+            ratio = paired = ""
+        else:
+            ratio = "%.2fx" % (med / statistics.median(ours))
+            paired = "%.2fx" % statistics.median(peer / mine for peer, mine in zip(values, ours))
+        print("%-22s %9.3f %9.3f %10.1f %10s %10s" % (name, med, min(values), size / 2**20 / med, ratio, paired),
+              flush=True)
+    print("runs: " + "; ".join("%s %s" % (n, " ".join("%.3f" % v for v in vs)) for n, vs in times.items()), flush=True)
 
 
 def main() -> int:
@@ -157,10 +168,11 @@ def main() -> int:
     args = parser.parse_args()
 
     base = tempfile.mkdtemp(prefix="bench-copy-", dir=args.dir)
-    print("data in %s (%s), %d CPUs, python %s" % (base, fs_type(base), os.cpu_count() or 0, sys.version.split()[0]))
+    print("data in %s (%s), %d CPUs, python %s" % (base, fs_type(base), os.cpu_count() or 0, sys.version.split()[0]), flush=True)
     try:
         subprocess.run(["sync"], check=True)
         settle(base)
+        print("load average before: %.2f %.2f %.2f" % os.getloadavg(), flush=True)
         if args.only in (None, "file") and args.size_mib > 0:
             big = os.path.join(base, "big.dat")
             make_big(big, args.size_mib << 20)
@@ -171,6 +183,7 @@ def main() -> int:
             size = make_tree(tree, args.files)
             times = measure("tree", tree, base, args.runs, args.workers)
             report("tree of small files", times, size, args.files)
+        print("load average after: %.2f %.2f %.2f" % os.getloadavg(), flush=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
         subprocess.run(["sync"], check=False)

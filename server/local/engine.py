@@ -221,8 +221,8 @@ class CopyJob:
     def run(self, *, defer_cleanup: bool = False) -> Progress:
         """Copy; return the final progress, or raise CopyCancelled / CopyError.
 
-        Temporaries are removed before it raises, unless ``defer_cleanup`` (then call
-        ``cleanup()``; the driver does, once it has reported the outcome).
+        Temporaries are removed before it raises, unless ``defer_cleanup`` (then the caller
+        calls ``cleanup()`` when it suits it).
         """
         self._started = time.monotonic()
         self._crew = Crew(

@@ -123,11 +123,11 @@ class Crew:
                     return  # the server runs enough worker processes: carry on with these
                 try:
                     member: object = _ProcessMember(self, counter)
-                except OSError as exc:
+                except OSError:
                     if self.budget is not None:
                         self.budget.release()
-                    self.on_crash("cannot start a copy worker process: %s" % exc)
-                    return
+                    self.processes = False  # no worker processes here: threads will do
+                    member = _ThreadMember(self, counter)
             else:
                 member = _ThreadMember(self, counter)
             self.counters.append(counter)
