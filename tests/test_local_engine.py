@@ -37,6 +37,16 @@ def test_tree_copies_byte_for_byte_with_modes_times_and_symlinks(tmp_path, worke
     assert leftovers(str(tmp_path)) == []
 
 
+@pytest.mark.parametrize("options", [{"processes": False}, {"process_budget": threading.Semaphore(0)}])
+def test_threads_only_when_processes_are_off_or_the_budget_is_spent(tmp_path, options):
+    src = tmp_path / "src"
+    make_tree(str(src))
+    job = CopyJob(str(src), str(tmp_path / "dst"), workers=3, **options)
+    job.run()
+    assert snapshot(str(tmp_path / "dst")) == snapshot(str(src))
+    assert job._crew is not None and all(m.__class__.__name__ == "_ThreadMember" for m in job._crew.members)
+
+
 def test_existing_directory_destination_receives_the_source(tmp_path):
     src = tmp_path / "src"
     make_tree(str(src))
