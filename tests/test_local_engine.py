@@ -381,6 +381,42 @@ def test_source_that_vanished_after_the_walk_fails_clearly(tmp_path):
     assert os.listdir(tmp_path / "dst") == []
 
 
+ORPHAN_PARENT = """
+import os, subprocess, sys
+from copy_offload.server.local import copier
+src, dst = sys.argv[1], sys.argv[2]
+proc = subprocess.Popen([sys.executable, "-I", "-S", copier.__file__, str(os.getpid())],
+                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+fd = proc.stdin.fileno()
+copier.send_frame(fd, ("tok", 0o022, 1 << 16, 0))
+copier.send_frame(fd, (src, dst, [("big", "big", 0, %d, 0o644, 0, 0, False)], True))
+print(proc.pid, flush=True)
+os._exit(0)  # the server dies, with a worker in the middle of a file
+"""
+
+
+def _gone(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_a_worker_whose_server_died_stops_and_removes_its_temporary(tmp_path):
+    size = 256 << 20
+    write(str(tmp_path / "src" / "big"), os.urandom(1 << 20) * (size >> 20))
+    (tmp_path / "dst").mkdir()
+    out = subprocess.run([sys.executable, "-c", ORPHAN_PARENT % size, str(tmp_path / "src"), str(tmp_path / "dst")],
+                         capture_output=True, text=True, timeout=30, check=True)
+    pid = int(out.stdout)
+    deadline = time.monotonic() + 10
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _gone(pid)
+    assert os.listdir(tmp_path / "dst") == []  # neither the file nor its temporary
+
+
 @pytest.mark.parametrize("method", [1, 2])
 def test_fallback_copy_methods_copy_the_same_bytes(tmp_path, method):
     data = os.urandom(3 << 20) + b"end"

@@ -28,19 +28,14 @@ import stat
 import threading
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
-from copy_offload.server.local.copier import (
-    KIND_FILE,
-    KIND_LINK,
-    Batch,
-    Entry,
-    Failure,
-    Stopped,
-    temp_name,
-)
+from copy_offload.server.local.copier import KIND_FILE, KIND_LINK, Failure, Stopped, temp_name
 from copy_offload.server.local.progress import copied_line, human_bytes
 from copy_offload.server.local.workers import Crew, sweep_temporaries
+
+if TYPE_CHECKING:
+    from copy_offload.server.local.copier import Batch, Entry
 
 __all__ = ["CopyJob", "CopyError", "CopyCancelled", "Progress"]
 

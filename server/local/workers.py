@@ -16,10 +16,13 @@ import queue
 import subprocess
 import sys
 import threading
-from typing import Callable, List, Optional, Set
+from typing import TYPE_CHECKING, Callable, List, Optional, Set
 
 from copy_offload.server.local import copier
-from copy_offload.server.local.copier import Batch, Copier, Failure, Stopped
+from copy_offload.server.local.copier import Copier, Failure, Stopped
+
+if TYPE_CHECKING:
+    from copy_offload.server.local.copier import Batch
 
 __all__ = ["Crew", "QUEUE_BATCHES"]
 
@@ -175,7 +178,7 @@ class _ProcessMember:
         self.crew = crew
         self.counter = counter
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", _COPIER_SCRIPT],
+            [sys.executable, "-I", "-S", _COPIER_SCRIPT, str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
