@@ -29,8 +29,12 @@ def server_factory(material: Material) -> Iterator[Callable[..., ServerProcess]]
         return server
 
     yield start
+    from hardening_support import assert_no_secrets
+
     for server in started:
         server.stop()
+    for server in started:
+        assert_no_secrets(server)  # no test's server may log a token or a key
 
 
 @pytest.fixture
