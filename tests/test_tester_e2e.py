@@ -4,7 +4,6 @@ modes: no TLS/no token, token only, TLS only, both."""
 from __future__ import annotations
 
 import pytest
-
 from support import run_tool
 
 TESTER = "copy_offload.client.tester"
