@@ -183,12 +183,15 @@ class CopyJob:
         name = os.path.basename(self.source.rstrip("/"))
         if not name:
             raise CopyError("cannot copy the file system root %s" % self.source, True)
-        dest_st = _stat_or_none(self.destination, follow=True)
-        if dest_st is not None and stat.S_ISDIR(dest_st.st_mode):
-            self.target = os.path.join(self.destination, name)
-        else:
-            self.target = self.destination.rstrip("/") or "/"
-        target_st = _stat_or_none(self.target, follow=False)
+        try:
+            dest_st = _stat_or_none(self.destination, follow=True)
+            if dest_st is not None and stat.S_ISDIR(dest_st.st_mode):
+                self.target = os.path.join(self.destination, name)
+            else:
+                self.target = self.destination.rstrip("/") or "/"
+            target_st = _stat_or_none(self.target, follow=False)
+        except OSError as exc:  # a name too long, a loop of links, no permission: the request's fault
+            raise CopyError("destination path %s: %s" % (self.destination, exc.strerror), True) from None
         if self._source_is_dir:
             if self.target == self.source or self.target.startswith(self.source.rstrip("/") + "/"):
                 raise CopyError("cannot copy a directory, %s, into itself, %s" % (self.source, self.target), True)

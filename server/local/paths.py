@@ -18,6 +18,8 @@ from copy_offload.client.wire import WireError
 __all__ = ["Confinement", "ConfinedPaths", "ERR_NO_ROOTS"]
 
 ERR_NO_ROOTS = "no --allow-root configured: the local driver refuses every path"
+_NAME_MAX = 255  # Linux's limits for one name and a whole path (bytes)
+_PATH_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class Confinement:
             raise WireError(400, "%s path %r contains a NUL byte" % (what, path))
         if not os.path.isabs(path):
             raise WireError(400, "%s path %s must be absolute" % (what, path))
+        encoded = os.fsencode(path)
+        if len(encoded) >= _PATH_MAX or any(len(part) > _NAME_MAX for part in encoded.split(b"/")):
+            raise WireError(400, "%s path %s is too long (names up to %d bytes, paths under %d)"
+                            % (what, path[:300] + ("..." if len(path) > 300 else ""), _NAME_MAX, _PATH_MAX))
 
     def _confine(self, what: str, path: str, real: str) -> str:
         for root in self.roots:
