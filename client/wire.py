@@ -19,7 +19,7 @@ import posixpath
 import re
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 API_VERSION = "1.0"
 VERSION_HEADER = "Accepts-version"  # sic: "Accepts", as libcopyoffload sends it
@@ -180,11 +180,10 @@ def _go_syntax_error(doc: str, exc: json.JSONDecodeError) -> str:
     return "invalid character %s %s" % (_go_quote_char(doc[pos]), where)
 
 
-def _innermost(doc: str, end: int) -> str:
-    """The bracket (``[`` or ``{``) that is open at ``doc[end]``."""
-    stack: List[str] = []
+def _brackets(doc: str) -> Iterator[str]:
+    """The brackets of a JSON text that stand outside strings, in order."""
     in_string = escaped = False
-    for char in doc[:end]:
+    for char in doc:
         if in_string:
             if escaped:
                 escaped = False
@@ -194,9 +193,17 @@ def _innermost(doc: str, end: int) -> str:
                 in_string = False
         elif char == '"':
             in_string = True
-        elif char in "[{":
+        elif char in "[]{}":
+            yield char
+
+
+def _innermost(doc: str, end: int) -> str:
+    """The bracket (``[`` or ``{``) that is open at ``doc[end]``."""
+    stack: List[str] = []
+    for char in _brackets(doc[:end]):
+        if char in "[{":
             stack.append(char)
-        elif char in "]}" and stack:
+        elif stack:
             stack.pop()
     return stack[-1] if stack else ""
 
@@ -303,24 +310,14 @@ def _too_deep(doc: str) -> str:
     """
     depth = deepest = 0
     char_at_deepest = "["
-    in_string = escaped = False
-    for char in doc:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
+    for char in _brackets(doc):
+        if char in "[{":
             depth += 1
             if depth > deepest:
                 deepest, char_at_deepest = depth, char
             if depth > _GO_MAX_DEPTH:
                 break
-        elif char in "]}":
+        else:
             depth -= 1
             if depth <= 0:
                 break
