@@ -51,6 +51,27 @@ def local_server(server_factory, roots, tmp_path):
                                           "--state-dir", str(tmp_path / "state")])
 
 
+BLOCK = b"copy-offload" * (1 << 16)
+
+
+def write_big_files(root, count, blocks=200):
+    """``count`` files of ``blocks`` x 768 KiB (150 MiB by default): long enough to act mid-copy."""
+    for i in range(count):
+        with open(root / ("part%d.bin" % i), "wb") as f:
+            for _ in range(blocks):
+                f.write(BLOCK)
+
+
+def wait_until_moving(client, name):
+    """Return once the copy has moved bytes and has not finished."""
+    while True:
+        status = client.status(name)
+        assert not status.done, "the copy finished too soon; make the data larger"
+        if status.bytes_copied:
+            return
+        time.sleep(0.01)
+
+
 def make_tree(root, files=60):
     (root / "a" / "b" / "c").mkdir(parents=True)
     for i in range(files):
@@ -126,19 +147,10 @@ def test_escapes_refused_with_clear_400(local_server, roots, source, dest, text)
 
 def test_cancel_mid_copy_leaves_no_partial_file(local_server, roots):
     src, dst = roots
-    block = b"copy-offload" * (1 << 16)
-    for i in range(8):
-        with open(src / ("part%d.bin" % i), "wb") as f:
-            for _ in range(200):  # 150 MiB each
-                f.write(block)
+    write_big_files(src, 8)
     with co.Client(**local_server.client_kwargs()) as client:
         name = client.copy(str(src), str(dst / "out"), slots=1)
-        while True:  # cancel once bytes are moving, before the copy can finish
-            status = client.status(name)
-            assert not status.done, "the copy finished before the cancel; make the data larger"
-            if status.bytes_copied:
-                break
-            time.sleep(0.01)
+        wait_until_moving(client, name)
         started = time.monotonic()
         client.cancel(name)
         final = client.wait(name, timeout=30)
@@ -182,21 +194,12 @@ def test_restart_keeps_finished_and_fails_interrupted(server_factory, roots, tmp
 
 def test_kill_during_copy_then_restart_reports_failed(server_factory, roots, tmp_path):
     src, dst = roots
-    block = b"copy-offload" * (1 << 16)
-    for i in range(8):
-        with open(src / ("p%d" % i), "wb") as f:
-            for _ in range(200):  # 150 MiB each
-                f.write(block)
+    write_big_files(src, 8)
     extra = ["--allow-root", str(src), "--allow-root", str(dst), "--state-dir", str(tmp_path / "state")]
     first = server_factory("local", extra=extra)
     with co.Client(**first.client_kwargs()) as client:
         name = client.copy(str(src), str(dst / "out"), slots=1)
-        while True:
-            status = client.status(name)
-            assert not status.done, "the copy finished before the kill; make the data larger"
-            if status.bytes_copied:
-                break
-            time.sleep(0.01)
+        wait_until_moving(client, name)
     first.process.kill()
     first.wait()
     second = server_factory("local", extra=extra)
