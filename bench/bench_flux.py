@@ -19,7 +19,7 @@ plugins and the service module, as tests/flux sets them up:
 5. overhead on a non-dw job: submit-to-clean time of plain jobs with the plugins loaded, and
    in a second instance without any of them.
 
-    /work/venv/bin/python bench/bench_flux.py [--jobs 1000] [--samples 30] [--no-flux]
+    python bench/bench_flux.py [--jobs 1000] [--samples 30] [--no-flux]
 """
 
 from __future__ import annotations

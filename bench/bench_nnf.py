@@ -7,7 +7,7 @@ elsewhere (``--double in-process`` shares this process's GIL with it). A ticker 
 every 5 ms and records how late it was woken: the longest lateness is the longest time the
 event loop could not run. Prints what it measured.
 
-    /work/venv/bin/python bench/bench_nnf.py [--requests 100] [--steps 4] [--sleep 0.3]
+    python bench/bench_nnf.py [--requests 100] [--steps 4] [--sleep 0.3]
 """
 
 from __future__ import annotations
