@@ -4,7 +4,7 @@ A batch is the files of one source directory going to one destination directory;
 opens both directories once and works relative to them (``dir_fd``), which saves a path lookup
 per file. It is standard-library only and runs as a script (``python -I -S copier.py``) so a
 worker process starts in about 10 ms: on trees of many small files, copying in separate
-processes keeps the interpreter lock out of the kernel's way (see bench/README.md).
+processes keeps the interpreter lock out of the kernel's way (bench/bench_copy.py measures it).
 
 Worker protocol, on stdin/stdout, frames of a 4-byte big-endian length and a ``marshal`` blob:
 in, first a config ``(token, umask, chunk, direct_min)`` then batches; out, ``("p", bytes, files)``

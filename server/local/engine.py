@@ -1,6 +1,6 @@
 """The built-in copy engine: ``cp -r``/``dcp`` semantics, parallel over files, pure of HTTP.
 
-How a job runs, and why (numbers in bench/README.md):
+How a job runs, and why (numbers: bench/bench_copy.py, docs/performance.md):
 
 * The calling thread walks the source with ``os.scandir`` (one ``lstat`` per entry, no
   pathlib), creates destination directories as it goes, and queues batches of files of one

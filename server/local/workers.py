@@ -5,7 +5,7 @@ single file or a small tree costs no process start. When batches wait in the que
 processes (copier.py run as a script, ~10 ms to start) join in, up to the job's worker count,
 and the thread then retires: each process has its own interpreter lock, so many-small-file
 copies run in parallel in the kernel instead of queueing on one lock, and the server process is
-left with walking and feeding (bench/README.md has the numbers). A stop (cancel or failure)
+left with walking and feeding (bench/bench_copy.py measures it). A stop (cancel or failure)
 kills the worker processes at once; the engine then removes the temporaries they left.
 """
 
