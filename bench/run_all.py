@@ -1,0 +1,241 @@
+"""Every benchmark in one command; their tables and a verdict per issue target go to
+``docs/performance.md``.
+
+    python bench/run_all.py [--quick] [--out docs/performance.md] [--only copy http ...]
+
+Each benchmark runs as its own subprocess, one after the other (the machine is small), with the
+exact command, the machine (CPUs, load average, kernel, Python) and the benchmark's printed
+output copied into the document as they were. The verdicts are read from that output by the
+patterns below, never typed in. ``--quick`` uses small sizes and short durations so the whole
+run takes minutes; the default is the sizes the issue names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+FLUX_BIN = "/opt/flux/bin"
+
+
+@dataclass
+class Bench:
+    """One section: a script, its arguments at full and quick size, and how to judge its output."""
+
+    key: str
+    title: str
+    script: str
+    full: List[str]
+    quick: List[str]
+    verdict: Callable[[str], List[str]]
+    needs: List[str] = field(default_factory=list)
+    timeout: float = 3600.0
+
+
+# -- verdicts: read numbers from the printed tables -------------------------------------------
+
+
+def _copy_rows(out: str) -> Dict[str, Dict[str, str]]:
+    """``{section: {tool: paired ratio}}`` from bench_copy's tables (22-column tool names)."""
+    sections: Dict[str, Dict[str, str]] = {}
+    current = None
+    for line in out.splitlines():
+        if line.startswith("one large file"):
+            current = sections.setdefault("file", {})
+        elif line.startswith("tree of small files"):
+            current = sections.setdefault("tree", {})
+        elif line.startswith(("runs:", "load average")):
+            continue
+        elif current is not None and len(line) > 22 and re.match(r"\s*[\d.]+\s", line[22:]):
+            cells = line[22:].split()
+            if len(cells) == 5:
+                current[line[:22].strip()] = cells[4]
+    return sections
+
+
+def _ratio(text: Optional[str]) -> Optional[float]:
+    return float(text.rstrip("x")) if text and text.endswith("x") else None
+
+
+def _judge(name: str, value: Optional[float], target: float, unit: str = "x",
+           higher: bool = True) -> str:
+    if value is None:
+        return "%s: not measured (no figure in the output)" % name
+    met = value >= target if higher else value <= target
+    return "%s: %.2f%s against a target of %s %.2f%s: **%s**" % (
+        name, value, unit, ">=" if higher else "<=", target, unit, "met" if met else "missed")
+
+
+def verdict_copy(out: str) -> List[str]:
+    rows = _copy_rows(out)
+    return [_judge("one large file, local engine vs `cp` (paired ratio, >1 = ours faster)",
+                   _ratio(rows.get("file", {}).get("cp")), 0.95),
+            _judge("tree of small files, local engine vs `cp -r` (paired ratio)",
+                   _ratio(rows.get("tree", {}).get("cp -r")), 1.5)]
+
+
+def verdict_http(out: str) -> List[str]:
+    lines = []
+    for m in re.finditer(r"^\s*(\d+) \|.*\|\s*([\d.]+)x\s*$", out, re.M):
+        lines.append(_judge("%s concurrent clients, ours / bare Tornado req/s" % m.group(1),
+                            float(m.group(2)), 0.7))
+    return lines or ["no table in the output"]
+
+
+def verdict_flux(out: str) -> List[str]:
+    lines = []
+    m = re.search(r"emitting it: median ([\d.]+) ms", out)
+    lines.append(_judge("logic level, Workflow event -> prepare reply (median)",
+                        float(m.group(1)) if m else None, 100.0, " ms", higher=False))
+    m = re.search(r"Workflow ready -> copy-offload-env event: median ([\d.]+) ms", out)
+    if m:
+        lines.append(_judge("real Flux, Workflow ready -> copy-offload-env event (median)",
+                            float(m.group(1)), 100.0, " ms", higher=False))
+    elif "real Flux: skipped" in out:
+        lines.append("real Flux figures skipped: `flux` not on PATH")
+    m = re.search(r"= ([\d.]+) per job", out)
+    lines.append(_judge("Kubernetes GETs per job", float(m.group(1)) if m else None, 1.0, "",
+                        higher=False))
+    return lines
+
+
+def verdict_nnf(out: str) -> List[str]:
+    got = dict(re.findall(r"^\s{2}(\S[^\n]*?)\s{2,}(\S.*)$", out, re.M))
+    req, ok = got.get("requests"), got.get("succeeded")
+    return ["no numeric target in the issue (nnf driver under load: nothing lost, loop never stalls); "
+            "%s of %s requests succeeded, longest event-loop stall %s ms, %s Kubernetes calls per request"
+            % (ok, req, got.get("longest event-loop stall (ms)"), got.get("Kubernetes calls per request"))]
+
+
+def verdict_load(out: str) -> List[str]:
+    def row(label: str) -> Optional[str]:
+        m = re.search(r"^\s+%s\s+(.+?)\s*$" % re.escape(label), out, re.M)
+        return m.group(1) if m else None
+
+    polls_lost, copies_lost = row("polls lost (not answered 'completed')"), row("copies lost or not identical")
+    nothing_lost = polls_lost == "0" and copies_lost == "0"
+    return ["nothing lost (target): polls lost %s, copies lost %s: **%s**"
+            % (polls_lost, copies_lost, "met" if nothing_lost else "missed"),
+            "memory bounded: RSS growth over the last long-poll round %s MiB; idle waits: server CPU "
+            "with every poll waiting %s %% of a core (vs %s %% with none)"
+            % (row("RSS growth over the last round, MiB"), row("server CPU, every poll waiting, % of a core"),
+               row("server CPU, requests running, no polls, % of a core"))]
+
+
+def verdict_client(out: str) -> List[str]:
+    def med(label: str) -> Optional[str]:
+        m = re.search(r"^%s\s*\|\s*([\d.]+)" % re.escape(label), out, re.M)
+        return m.group(1) if m else None
+
+    line = ("no numeric target in the issue; median import %s ms, import + hello %s ms"
+            % (med("import copy_offload.client"), med("import + Client.hello (TLS, token)")))
+    m = re.search(r"ratio: python hello / curl hello = ([\d.]+)x", out)
+    if m:
+        line += ", %sx a curl hello (%s ms)" % (m.group(1), med("curl hello (TLS, token)"))
+    return [line]
+
+
+BENCHES = [
+    Bench("copy", "1. Local driver vs cp, cp -r, rsync", "bench_copy.py", [],
+          ["--size-mib", "256", "--files", "2000", "--runs", "3"], verdict_copy),
+    Bench("http", "2. Authenticated /status vs a bare Tornado TLS handler", "bench_http.py", [],
+          ["--duration", "2", "--rounds", "1"], verdict_http, needs=["wrk"]),
+    Bench("flux", "3. Flux service: PreRun-to-event latency, Kubernetes calls per job", "bench_flux.py", [],
+          ["--jobs", "200", "--samples", "10"], verdict_flux),
+    Bench("nnf", "nnf driver under many concurrent requests", "bench_nnf.py", [],
+          ["--requests", "30", "--steps", "2", "--sleep", "0.2"], verdict_nnf),
+    Bench("load", "Load: long-polls and concurrent copies on one server", "bench_load.py", [],
+          ["--polls", "300", "--copies", "60", "--copy-kib", "256", "--rounds", "2", "--window", "2",
+           "--runs", "1"], verdict_load),
+    Bench("client", "4. Client: import and import + hello latency", "bench_client.py", [],
+          ["--runs", "10"], verdict_client),
+]
+
+
+def machine() -> str:
+    load = "%.2f %.2f %.2f" % os.getloadavg()
+    return ("%d CPUs, load average %s, kernel %s, Python %s"
+            % (os.cpu_count() or 0, load, platform.release(), sys.version.split()[0]))
+
+
+def run(bench: Bench, quick: bool, env: Dict[str, str]) -> str:
+    """Run one benchmark; returns its markdown section."""
+    args = bench.quick if quick else bench.full
+    cmd = [sys.executable, os.path.join("bench", bench.script), *args]
+    shown = " ".join(["python", os.path.join("bench", bench.script), *args])
+    parts = ["## %s\n" % bench.title, "Command: `%s`  " % shown, "Machine before: %s\n" % machine()]
+    missing = [tool for tool in bench.needs if not shutil.which(tool, path=env["PATH"])]
+    if missing:
+        parts.append("Skipped: %s not installed.\n" % ", ".join(missing))
+        print("[%s] skipped: %s missing" % (bench.key, missing), flush=True)
+        return "\n".join(parts)
+    print("[%s] %s" % (bench.key, shown), flush=True)
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=bench.timeout,
+                              stdin=subprocess.DEVNULL)
+        out, rc = proc.stdout, proc.returncode
+        err = proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        err, rc = "timed out after %.0f s" % bench.timeout, -1
+    took = time.monotonic() - start
+    print(out, flush=True)
+    parts.append("Took %.0f s, exit code %d. Output:\n" % (took, rc))
+    parts.append("```\n%s\n```\n" % out.rstrip())
+    if rc != 0:
+        tail = "\n".join(err.strip().splitlines()[-15:])
+        parts.append("stderr (last lines):\n\n```\n%s\n```\n" % tail)
+    parts.append("Verdict:\n")
+    parts += ["- %s" % line for line in bench.verdict(out)]
+    return "\n".join(parts) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes and short durations (minutes, not an hour)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "performance.md"))
+    ap.add_argument("--only", nargs="+", choices=[b.key for b in BENCHES], help="run these sections only")
+    args = ap.parse_args()
+    env = dict(os.environ)
+    flux_note = ""
+    if not shutil.which("flux", path=env.get("PATH")) and os.path.exists(os.path.join(FLUX_BIN, "flux")):
+        env["PATH"] = FLUX_BIN + os.pathsep + env.get("PATH", "")
+    if not shutil.which("flux", path=env["PATH"]):
+        flux_note = "`flux` was not found, so the real-Flux figures of section 3 are skipped."
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    t0 = time.monotonic()
+    sections = [run(b, args.quick, env) for b in BENCHES if not args.only or b.key in args.only]
+    mode = ("`--quick`: reduced sizes and durations (the issue's sizes did not fit the time available "
+            "on this machine); ratios are indicative, absolute figures smaller than at full size"
+            if args.quick else "full size (the issue's sizes)")
+    head = ["# Performance\n",
+            "Written by `python bench/run_all.py%s` (do not edit by hand; rerun it). "
+            "Started %s, took %.0f s. Mode: %s.\n" % (" --quick" if args.quick else "", started,
+                                                      time.monotonic() - t0, mode),
+            "Machine: %s. The machine is shared with other work, so load average is printed "
+            "before each section; figures taken under load are noisier.\n" % machine(),
+            "Targets (issue 6): local engine >= 0.95x `cp` on 1 GiB and >= 1.5x `cp -r` on 20,000 files; "
+            "authenticated `/status` >= 0.7x a bare Tornado TLS handler; PreRun-to-event <= 100 ms; "
+            "<= 1 Kubernetes GET per job. Ratios are ours relative to the peer: above 1 means ours is "
+            "faster.\n"]
+    if flux_note:
+        head.append(flux_note + "\n")
+    with open(args.out, "w") as f:
+        f.write("\n".join(head) + "\n" + "\n".join(sections))
+    print("wrote %s" % args.out, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
