@@ -4,7 +4,7 @@
 
 It generates one large file and a tree of small files in a temporary directory (``--dir``,
 default the system temp dir; every copy reads and writes on that same file system), then
-times each contender copying each data set, interleaved round by round in a rotating order,
+times each contender copying each data set, interleaved round by round in a shuffled order,
 ``sync`` before every copy. Copies are not deleted between runs: on a file system without a
 journal, ext4 skips recently deleted inodes (for 60 s, 360 s while their inode table is dirty)
 when it allocates new ones, which makes whoever creates files right after a big delete much
@@ -122,8 +122,10 @@ def measure(kind: str, src: str, out_root: str, runs: int, workers: int) -> Dict
     table = contenders(kind, workers)
     names = list(table)
     times: Dict[str, List[float]] = {name: [] for name in names}
+    shuffle = random.Random(7).shuffle  # a fresh order each round: no tool always follows the same one
     for round_no in range(runs):
-        order = names[round_no % len(names):] + names[: round_no % len(names)]
+        order = list(names)
+        shuffle(order)
         for name in order:
             dst = os.path.join(out_root, "%s-%s-%d" % (kind, name.replace(" ", ""), round_no))
             subprocess.run(["sync"], check=True)
