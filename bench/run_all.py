@@ -216,8 +216,8 @@ def main() -> int:
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     t0 = time.monotonic()
     sections = [run(b, args.quick, env) for b in BENCHES if not args.only or b.key in args.only]
-    mode = ("`--quick`: reduced sizes and durations (the issue's sizes did not fit the time available "
-            "on this machine); ratios are indicative, absolute figures smaller than at full size"
+    mode = ("`--quick`: reduced sizes and durations, not the issue's; ratios are indicative only "
+            "(small trees in particular do not show the engine's parallelism)"
             if args.quick else "full size (the issue's sizes)")
     head = ["# Performance\n",
             "Written by `python bench/run_all.py%s` (do not edit by hand; rerun it). "
