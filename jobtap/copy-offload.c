@@ -11,6 +11,11 @@
  *    {"variables": {NAME: value}}, then finish the prolog.  The job shells
  *    start only after every prolog finishes, so the shell plugin always finds
  *    the event.
+ *  - If the service goes away while it holds the request (a module reload or
+ *    a restart: the broker answers EHOSTUNREACH), the request is re-sent
+ *    every RETRY_DELAY seconds (ENOSYS meanwhile means "not back yet") until
+ *    the job's timeout runs out.  A service that is not running when the job
+ *    first asks is an error at once: no job waits out a timeout for nothing.
  *  - If the service fails, times out or is not running, a job that asked for
  *    copy-offload gets a fatal exception of type "copy-offload" saying what
  *    failed and what to check.  Any other dw job proceeds with no variables
@@ -21,7 +26,8 @@
  *  only the job owner and the instance owner can read.
  *
  * Configuration (conf table, all optional):
- *   timeout   seconds to wait for the service's answer (default 1860, i.e.
+ *   timeout   seconds to wait for the service's answer, re-sends after a
+ *             service restart included (default 1860, i.e.
  *             longer than the service's default prepare-timeout of 1800, so
  *             the service normally answers first with the precise reason).
  *
@@ -47,11 +53,18 @@
 #define EXCEPTION_TYPE "copy-offload"
 #define PREP_AUX "copy-offload::prep"
 #define DEFAULT_TIMEOUT 1860.
+#define RETRY_DELAY 1.
 
 struct prep {
     flux_plugin_t *p;
     flux_jobid_t id;
+    int userid;
+    json_t *dw;
     flux_future_t *f;
+    flux_watcher_t *retry;  /* re-sends after the service went away */
+    double deadline;        /* reactor time when the job's timeout runs out */
+    int retries;
+    bool served;    /* a service held the request once (and went away) */
     bool asks;      /* requires=copy-offload */
     bool active;    /* prolog started and not finished */
 };
@@ -149,7 +162,9 @@ static void prep_destroy (void *arg)
     struct prep *prep = arg;
     if (prep) {
         int saved_errno = errno;
+        flux_watcher_destroy (prep->retry);
         flux_future_destroy (prep->f);
+        json_decref (prep->dw);
         free (prep);
         errno = saved_errno;
     }
@@ -160,6 +175,10 @@ static void prolog_done (struct prep *prep, int status)
     if (!prep->active)
         return;
     prep->active = false;
+    flux_watcher_destroy (prep->retry);
+    prep->retry = NULL;
+    flux_future_destroy (prep->f);  /* a late reply is of no use */
+    prep->f = NULL;
     if (flux_jobtap_prolog_finish (prep->p, prep->id, PROLOG_NAME, status) < 0)
         flux_log_error (flux_jobtap_get_flux (prep->p),
                         "copy-offload: finishing the prolog of job %ju",
@@ -208,6 +227,86 @@ static bool all_strings (json_t *o)
     return true;
 }
 
+static void prepare_cb (flux_future_t *f, void *arg);
+
+/* Send copy-offload.prepare, waiting at most until the job's deadline. */
+static int send_prepare (struct prep *prep)
+{
+    flux_t *h = flux_jobtap_get_flux (prep->p);
+    double left = prep->deadline - flux_reactor_now (flux_get_reactor (h));
+    flux_future_t *f;
+
+    if (left <= 0.) {
+        errno = ETIMEDOUT;
+        return -1;
+    }
+    if (!(f = flux_rpc_pack (h,
+                             "copy-offload.prepare",
+                             FLUX_NODEID_ANY,
+                             0,
+                             "{s:I s:i s:O}",
+                             "id", prep->id,
+                             "userid", prep->userid,
+                             "dw", prep->dw)))
+        return -1;
+    if (flux_future_then (f, left, prepare_cb, prep) < 0)
+        goto error;
+    flux_future_destroy (prep->f);
+    prep->f = f;
+    return 0;
+error:
+    flux_future_destroy (f);
+    return -1;
+}
+
+static void retry_cb (flux_reactor_t *r,
+                      flux_watcher_t *w,
+                      int revents,
+                      void *arg)
+{
+    struct prep *prep = arg;
+    char what[256];
+
+    if (!prep->active)
+        return;
+    if (send_prepare (prep) < 0) {
+        snprintf (what, sizeof (what), "cannot re-send copy-offload.prepare: "
+                  "%s", strerror (errno));
+        prepare_failed (prep, what);
+    }
+}
+
+/* The service went away while it held the request (EHOSTUNREACH), or has
+ * not come back yet (ENOSYS after that).  Re-send in RETRY_DELAY seconds if
+ * the job's timeout allows: return true.  Otherwise return false.
+ */
+static bool retry_later (struct prep *prep, int errnum)
+{
+    flux_t *h = flux_jobtap_get_flux (prep->p);
+    flux_reactor_t *r = flux_get_reactor (h);
+
+    if (errnum == EHOSTUNREACH)
+        prep->served = true;
+    else if (errnum != ENOSYS || !prep->served)
+        return false;
+    if (flux_reactor_now (r) + RETRY_DELAY >= prep->deadline)
+        return false;
+    if (!prep->retry
+        && !(prep->retry = flux_timer_watcher_create (r, RETRY_DELAY, 0.,
+                                                      retry_cb, prep))) {
+        flux_log_error (h, "copy-offload: creating a retry timer");
+        return false;
+    }
+    flux_timer_watcher_reset (prep->retry, RETRY_DELAY, 0.);
+    flux_watcher_start (prep->retry);
+    prep->retries++;
+    flux_log (h, LOG_INFO, "copy-offload: job %ju: the copy-offload service "
+              "went away (%s); re-sending copy-offload.prepare in %gs "
+              "(retry %d)", (uintmax_t)prep->id, flux_strerror (errnum),
+              RETRY_DELAY, prep->retries);
+    return true;
+}
+
 static void prepare_cb (flux_future_t *f, void *arg)
 {
     struct prep *prep = arg;
@@ -223,7 +322,15 @@ static void prepare_cb (flux_future_t *f, void *arg)
         int errnum = errno;
         const char *errstr = flux_future_error_string (f);
         bool has_text = errstr && strcmp (errstr, flux_strerror (errnum));
-        if (errnum == ENOSYS)
+        if (retry_later (prep, errnum))
+            return;
+        if (prep->served && (errnum == EHOSTUNREACH || errnum == ENOSYS))
+            snprintf (what, sizeof (what),
+                      "the copy-offload service went away and was not back "
+                      "within %gs; check 'flux module list' (or "
+                      "flux-copy-offload.service), 'flux copy-offload "
+                      "status' and 'flux dmesg'", rpc_timeout);
+        else if (errnum == ENOSYS)
             snprintf (what, sizeof (what),
                       "the copy-offload service is not running; load it "
                       "with 'flux module load .../copy-offload.py' or start "
@@ -289,6 +396,9 @@ static int run_cb (flux_plugin_t *p,
         goto error;
     prep->p = p;
     prep->id = id;
+    prep->userid = userid;
+    prep->dw = json_incref (dw);
+    prep->deadline = flux_reactor_now (flux_get_reactor (h)) + rpc_timeout;
     if (scan_dw (dw, &prep->asks, &container) < 0)
         prep->asks = false; /* rejected at validate; only for jobs from before */
     if (flux_jobtap_job_aux_set (p, FLUX_JOBTAP_CURRENT_JOB, PREP_AUX,
@@ -300,18 +410,8 @@ static int run_cb (flux_plugin_t *p,
         || flux_jobtap_prolog_start (p, PROLOG_NAME) < 0)
         goto error;
     prep->active = true;
-    if (!(prep->f = flux_rpc_pack (h,
-                                   "copy-offload.prepare",
-                                   FLUX_NODEID_ANY,
-                                   0,
-                                   "{s:I s:i s:O}",
-                                   "id", id,
-                                   "userid", userid,
-                                   "dw", dw))
-        || flux_future_then (prep->f, rpc_timeout, prepare_cb, prep) < 0) {
+    if (send_prepare (prep) < 0)
         prepare_failed (prep, "cannot send copy-offload.prepare");
-        return 0;
-    }
     return 0;
 error:
     flux_jobtap_raise_exception (p, FLUX_JOBTAP_CURRENT_JOB, EXCEPTION_TYPE, 0,
