@@ -58,11 +58,19 @@ async def build_driver(settings: ServerSettings) -> Driver:
         if not settings.allow_roots:
             raise StartupError("the local driver needs at least one --allow-root DIR: "
                                "copies are confined to those directory trees")
+        import sqlite3
+
         from copy_offload.server.local.driver import LocalDriver
 
-        return LocalDriver(allow_roots=settings.allow_roots, state_dir=settings.state_dir,
-                           workers=settings.workers, profiles_file=settings.profiles,
-                           node_name=settings.node_name)
+        try:
+            return LocalDriver(allow_roots=settings.allow_roots, state_dir=settings.state_dir,
+                               workers=settings.workers, profiles_file=settings.profiles,
+                               node_name=settings.node_name)
+        except ValueError as exc:  # a bad --profiles file: the text names it and what is wrong
+            raise StartupError(str(exc)) from None
+        except (OSError, sqlite3.Error) as exc:
+            raise StartupError("cannot use the state directory %s: %s"
+                               % (settings.state_dir, getattr(exc, "strerror", None) or exc)) from None
     try:
         from copy_offload.server.nnf import driver as nnf
     except ImportError as exc:

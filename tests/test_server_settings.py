@@ -63,6 +63,15 @@ def test_startup_errors_are_one_clear_line(material, tmp_path):
     assert r.returncode == 1 and "unable to decode PEM key for token" in r.stderr
     r = _run("-skip-tls", "-skip-token")
     assert r.returncode == 1 and "--allow-root" in r.stderr
+    bad_profiles = tmp_path / "profiles.toml"
+    bad_profiles.write_text("[profiles.x]\ncommand = 3\n")
+    r = _run("-skip-tls", "-skip-token", "--allow-root", str(tmp_path), "--state-dir", str(tmp_path / "s"),
+             "--profiles", str(bad_profiles))
+    assert r.returncode == 1 and str(bad_profiles) in r.stderr and "Traceback" not in r.stderr
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    r = _run("-skip-tls", "-skip-token", "--allow-root", str(tmp_path), "--state-dir", str(blocker / "state"))
+    assert r.returncode == 1 and "cannot use the state directory" in r.stderr and "Traceback" not in r.stderr
     r = _run("-skip-tls", "-skip-token", "--driver", "bogus")
     assert r.returncode == 2 and "invalid choice" in r.stderr
     for text in (r.stderr,):
