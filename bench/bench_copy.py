@@ -1,6 +1,6 @@
 """Benchmark: the local driver's copy engine against cp, cp -r and rsync -a, side by side.
 
-    /work/venv/bin/python bench/bench_copy.py [--size-mib 1024] [--files 20000] [--runs 3]
+    .venv/bin/python bench/bench_copy.py [--size-mib 1024] [--files 20000] [--runs 3]
 
 It generates one large file and a tree of small files in a temporary directory (``--dir``,
 default the system temp dir; every copy reads and writes on that same file system), then
