@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from kube_double import DWS
+from copy_offload.flux.config import ServiceConfig
+from copy_offload.flux.runtime import Runtime
+from kube_double import DWS, KubeDouble
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyLWNvbnRhaW5lciJ9.c2lnbmF0dXJl"
 UID = 1001
@@ -99,3 +101,47 @@ def drive(rt: Any, until: Callable[[], bool], timeout: float = 5.0) -> float:
         rt.queue.wait(wait)
         rt.run_queued()
     return time.monotonic() - t0
+
+
+class Service:
+    """One service process's worth of state: a Runtime against the double, with a recording handle
+    and a log."""
+
+    def __init__(self, kube: KubeDouble, tmp_path: Any, **cfg: Any) -> None:
+        path = kube.write_kubeconfig(str(tmp_path / "kubeconfig"))
+        base = dict(kubeconfig=path, prepare_timeout=5.0, backoff_min=0.05, backoff_max=0.2,
+                    watch_timeout=30, request_timeout=5.0)
+        base.update(cfg)
+        self.cfg = ServiceConfig(**base)
+        self.handle = RecordingHandle()
+        self.logs: List[Tuple[int, str]] = []
+        self.rt = Runtime(self.cfg, self.handle, log=lambda lvl, text: self.logs.append(
+            (lvl, text)))
+        self.logic = self.rt.logic
+        self.closed = False
+
+    def synced(self, timeout: float = 5.0) -> None:
+        drive(self.rt, lambda: self.logic.synced, timeout)
+
+    def prepare(self, jobid: int, *, dw: Any = None, owner: int = UID,
+                from_owner: bool = True) -> Msg:
+        msg = Msg(f"prepare-{jobid}")
+        payload = {"id": jobid, "userid": owner}
+        if dw is not None:
+            payload["dw"] = dw
+        self.logic.prepare(msg, payload, from_owner=from_owner)
+        return msg
+
+    def wait_reply(self, msg: Msg, timeout: float = 5.0) -> tuple:
+        drive(self.rt, lambda: bool(self.handle.for_msg(msg)), timeout)
+        return self.handle.one(msg)
+
+    def settle(self) -> None:
+        """Run whatever the threads have posted so far."""
+        self.rt.queue.wait(0.1)
+        self.rt.run_queued()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.rt.close()

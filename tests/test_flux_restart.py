@@ -11,18 +11,14 @@ down or after it came back. The other half, sending the prepare again, is the jo
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Iterator, List
 
 import pytest
-from copy_offload.flux.config import ServiceConfig
-from copy_offload.flux.runtime import Runtime
 from flux_support import (
     CO_DW,
     ENV,
     TOKEN,
-    UID,
-    Msg,
-    RecordingHandle,
+    Service,
     drive,
     set_status,
     token_secret,
@@ -39,42 +35,13 @@ def kube() -> Iterator[KubeDouble]:
         yield double
 
 
-class Service:
-    """One service process's worth of state: a Runtime with its own handle and log."""
-
-    def __init__(self, kube: KubeDouble, tmp_path: Any) -> None:
-        path = kube.write_kubeconfig(str(tmp_path / "kubeconfig"))
-        self.cfg = ServiceConfig(kubeconfig=path, prepare_timeout=10.0, backoff_min=0.05,
-                                 backoff_max=0.2, watch_timeout=30, request_timeout=5.0)
-        self.handle = RecordingHandle()
-        self.logs: List[Tuple[int, str]] = []
-        self.rt = Runtime(self.cfg, self.handle,
-                          log=lambda lvl, text: self.logs.append((lvl, text)))
-        self.closed = False
-        drive(self.rt, lambda: self.rt.logic.synced)
-
-    def prepare(self, jobid: int) -> Msg:
-        msg = Msg(f"prepare-{jobid}")
-        self.rt.logic.prepare(msg, {"id": jobid, "userid": UID, "dw": CO_DW}, from_owner=True)
-        return msg
-
-    def settle(self) -> None:
-        """Run whatever the threads have posted so far."""
-        self.rt.queue.wait(0.1)
-        self.rt.run_queued()
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.rt.close()
-
-
 @pytest.fixture
 def services(kube: KubeDouble, tmp_path: Any) -> Iterator[Any]:
     made: List[Service] = []
 
     def make() -> Service:
-        made.append(Service(kube, tmp_path))
+        made.append(Service(kube, tmp_path, prepare_timeout=10.0))
+        made[-1].synced()
         return made[-1]
 
     yield make
@@ -98,7 +65,7 @@ def test_jobs_waiting_across_a_restart_get_their_variables(kube, services):
         kube.put(workflow(jobid, state="DataIn", ready=False))
         kube.put(token_secret(jobid))
     old = services()
-    waiting = {jobid: old.prepare(jobid) for jobid in jobs}
+    waiting = {jobid: old.prepare(jobid, dw=CO_DW) for jobid in jobs}
     old.settle()
     assert old.handle.replies == []  # all three wait on their Workflows
     assert old.rt.logic.stats()["pending"] == 3
@@ -108,7 +75,7 @@ def test_jobs_waiting_across_a_restart_get_their_variables(kube, services):
 
     new = services()
     assert new.rt.logic.cache.keys() >= {f"fluxjob-{j}" for j in jobs}  # re-learnt by the list
-    again = {jobid: new.prepare(jobid) for jobid in jobs}
+    again = {jobid: new.prepare(jobid, dw=CO_DW) for jobid in jobs}
     drive(new.rt, lambda: bool(new.handle.for_msg(again[31])))
     assert new.handle.one(again[31]) == ("ok", again[31], {"variables": expected(31)})
     assert new.handle.for_msg(again[32]) == [] and new.handle.for_msg(again[33]) == []
@@ -128,13 +95,13 @@ def test_job_answered_before_a_restart_is_answered_again_after(kube, services):
     kube.put(workflow(34))
     kube.put(token_secret(34))
     old = services()
-    first = old.prepare(34)
+    first = old.prepare(34, dw=CO_DW)
     drive(old.rt, lambda: bool(old.handle.for_msg(first)))
     assert old.handle.one(first)[2] == {"variables": expected(34)}
     old.close()
 
     new = services()
-    again = new.prepare(34)
+    again = new.prepare(34, dw=CO_DW)
     drive(new.rt, lambda: bool(new.handle.for_msg(again)))
     assert new.handle.one(again) == ("ok", again, {"variables": expected(34)})
     new.rt.logic.forget(34)  # job.state.inactive reaching the new process: token dropped
@@ -146,14 +113,14 @@ def test_restarted_service_still_fails_a_workflow_in_error(kube, services):
     kube.put(workflow(35, state="DataIn", ready=False))
     kube.put(token_secret(35))
     old = services()
-    old.prepare(35)
+    old.prepare(35, dw=CO_DW)
     old.settle()
     old.close()
     kube.modify(DWS, WF, "default", "fluxjob-35",
                 set_status(status="Error", message="data movement failed"))
 
     new = services()
-    msg = new.prepare(35)
+    msg = new.prepare(35, dw=CO_DW)
     drive(new.rt, lambda: bool(new.handle.for_msg(msg)))
     kind, _, _errnum, text = new.handle.one(msg)
     assert kind == "error" and "fluxjob-35" in text

@@ -9,18 +9,16 @@ from __future__ import annotations
 import dataclasses
 import errno
 import time
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Iterator, List
 
 import pytest
-from copy_offload.flux.config import ServiceConfig
-from copy_offload.flux.runtime import Runtime
 from flux_support import (
     CO_DW,
     PLAIN_DW,
     TOKEN,
     UID,
     Msg,
-    RecordingHandle,
+    Service,
     drive,
     set_status,
     token_secret,
@@ -35,41 +33,6 @@ WF = "workflows"
 def kube() -> Iterator[KubeDouble]:
     with KubeDouble() as double:
         yield double
-
-
-class Service:
-    """A Runtime against the double, with a recording handle and a log."""
-
-    def __init__(self, kube: KubeDouble, tmp_path: Any, **cfg: Any) -> None:
-        path = kube.write_kubeconfig(str(tmp_path / "kubeconfig"))
-        base = dict(kubeconfig=path, prepare_timeout=5.0, backoff_min=0.05, backoff_max=0.2,
-                    watch_timeout=30, request_timeout=5.0)
-        base.update(cfg)
-        self.cfg = ServiceConfig(**base)
-        self.handle = RecordingHandle()
-        self.logs: List[Tuple[int, str]] = []
-        self.rt = Runtime(self.cfg, self.handle, log=lambda lvl, text: self.logs.append(
-            (lvl, text)))
-        self.logic = self.rt.logic
-
-    def synced(self, timeout: float = 5.0) -> None:
-        drive(self.rt, lambda: self.logic.synced, timeout)
-
-    def prepare(self, jobid: int, *, dw: Any = None, owner: int = UID,
-                from_owner: bool = True) -> Msg:
-        msg = Msg(f"prepare-{jobid}")
-        payload = {"id": jobid, "userid": owner}
-        if dw is not None:
-            payload["dw"] = dw
-        self.logic.prepare(msg, payload, from_owner=from_owner)
-        return msg
-
-    def wait_reply(self, msg: Msg, timeout: float = 5.0) -> tuple:
-        drive(self.rt, lambda: bool(self.handle.for_msg(msg)), timeout)
-        return self.handle.one(msg)
-
-    def close(self) -> None:
-        self.rt.close()
 
 
 @pytest.fixture
