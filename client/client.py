@@ -71,6 +71,20 @@ def _request_copy(config: ServerConfig, source: str, destination: str, **options
     )
 
 
+def _wait_slice(deadline: Optional[float], with_progress: bool) -> int:
+    """``maxWaitSecs`` for the next round of wait(): until completion, the deadline, or a second
+    when someone is watching progress."""
+    slice_ = WAIT_SLICE if with_progress else -1
+    if deadline is not None:
+        left = int(max(0, deadline - time.monotonic()))
+        slice_ = left if slice_ < 0 else min(slice_, left)
+    return slice_
+
+
+def _wait_over(current: Status, deadline: Optional[float]) -> bool:
+    return current.done or (deadline is not None and time.monotonic() >= deadline)
+
+
 class _Base:
     def __init__(self, config: Optional[ServerConfig] = None, *, timeout: float = DEFAULT_TIMEOUT, **discover_kw: Any):
         self.config = config if config is not None else discover(**discover_kw)
@@ -128,14 +142,10 @@ class Client(_Base):
         """Wait until ``name`` completes (or ``timeout`` seconds pass) and return its last status."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            slice_ = WAIT_SLICE if on_progress else -1
-            if deadline is not None:
-                left = int(max(0, deadline - time.monotonic()))
-                slice_ = left if slice_ < 0 else min(slice_, left)
-            current = self.status(name, slice_)
+            current = self.status(name, _wait_slice(deadline, on_progress is not None))
             if on_progress:
                 on_progress(current)
-            if current.done or (deadline is not None and time.monotonic() >= deadline):
+            if _wait_over(current, deadline):
                 return current
 
     def cancel(self, name: str) -> None:
@@ -183,12 +193,14 @@ class AsyncClient(_Base):
     async def status(self, name: str, max_wait_secs: int = 0) -> Status:
         return await self._do(protocol.status(name, max_wait_secs, self.timeout))
 
-    async def wait(self, name: str, timeout: Optional[float] = None) -> Status:
+    async def wait(self, name: str, timeout: Optional[float] = None,
+                   on_progress: Optional[Callable[[Status], None]] = None) -> Status:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            slice_ = -1 if deadline is None else int(max(0, deadline - time.monotonic()))
-            current = await self.status(name, slice_)
-            if current.done or (deadline is not None and time.monotonic() >= deadline):
+            current = await self.status(name, _wait_slice(deadline, on_progress is not None))
+            if on_progress:
+                on_progress(current)
+            if _wait_over(current, deadline):
                 return current
 
     async def cancel(self, name: str) -> None:

@@ -230,3 +230,18 @@ def test_fifty_simultaneous_requests(local_server, roots):
     assert all(f.ok for f in finals)
     for i in range(50):
         assert (dst / ("f%d" % i)).read_bytes() == (src / ("f%d" % i)).read_bytes()
+
+
+def test_async_wait_reports_progress(local_server, roots):
+    src, dst = roots
+    write_big_files(src, 2, blocks=40)
+    seen = []
+
+    async def go():
+        async with co.AsyncClient(**local_server.client_kwargs()) as client:
+            return await client.wait(await client.copy(str(src), str(dst / "out")), timeout=60,
+                                     on_progress=seen.append)
+
+    final = asyncio.run(go())
+    assert final.ok and seen and seen[-1] == final
+    assert final.bytes_copied == final.bytes_total == 2 * 40 * len(BLOCK)
