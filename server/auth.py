@@ -36,6 +36,10 @@ class TokenVerifier:
     def check_header(self, header: Optional[str]) -> None:
         if not header:
             raise TokenRejected(wire.ERR_UNAUTHORIZED)
+        try:  # HTTP hands us latin-1; Go trims Unicode spaces (U+00A0 too) from the UTF-8 text
+            header = header.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            pass
         token = header.replace(wire.BEARER, "", 1).strip()
         digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
         if digest in self._verified:

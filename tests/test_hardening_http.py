@@ -20,6 +20,7 @@ import jwt
 import pytest
 from copy_offload.client import wire
 from copy_offload.server import pki
+from copy_offload.server.auth import TokenRejected, TokenVerifier
 from hardening_support import (
     assert_clean_log,
     auth_headers,
@@ -295,9 +296,15 @@ def token_accepted(candidate: str, token: str) -> bool:
         return False
 
 
-def expected_auth(value: str, token: str) -> bool:
-    """The reference's rule: drop the first ``Bearer``, trim, verify."""
-    return bool(value.strip()) and token_accepted(value.replace("Bearer", "", 1).strip(), token)
+def expected_auth(value: str, token: str, secret: bytes) -> bool:
+    """Whether the server's verifier takes the header as HTTP delivers it (ends trimmed of SP and
+    HTAB). The verifier's own rules against Go's are tested in test_hardening_auth.py; here the
+    question is only what HTTP answer follows."""
+    try:
+        TokenVerifier(secret).check_header(value.strip(" \t"))
+    except TokenRejected:
+        return False
+    return True
 
 
 def raw_get(server, target: str, headers) -> tuple:
@@ -327,13 +334,20 @@ def test_header_variants(server, auth, version, extra, route):
     text = body.decode()
     if not auth or not auth.strip():
         assert (status, text) == (401, "unauthorized\n")
-    elif not expected_auth(auth, token):
+    elif not expected_auth(auth, token, pki.read_token_key(server.material.token_key)):
         check_error_answer(status, body, got["content-type"], server.material)
         assert status == 401 and text.startswith(wire.ERR_TOKEN_PREFIX), text
     elif version is None or version.strip(" \t") != wire.API_VERSION:  # HTTP trims only SP and HTAB
         assert (status, text) == (406, "Valid versions: 1.0\n")
     else:
         assert status in (200, 404), (status, text)
+
+
+def test_token_with_a_trailing_unicode_space(server):
+    """Go's TrimSpace drops a UTF-8 no-break space (bytes C2 A0) after the token; so do we."""
+    header = "Bearer %s\xc2\xa0" % server.material.token  # sent as latin-1: the bytes C2 A0
+    status, _, body = raw_get(server, wire.HELLO, [(wire.AUTH_HEADER, header), (wire.VERSION_HEADER, "1.0")])
+    assert (status, body) == (200, b"hello back at ya\n")
 
 
 def test_huge_headers_within_the_limit(server):
