@@ -6,7 +6,14 @@ import os
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import pytest
+from hypothesis import settings
 from support import Material, ServerProcess, server_args
+
+# CI runs the property-based tests on a fixed sequence of examples, so a red run can be replayed;
+# developers' runs keep exploring new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
