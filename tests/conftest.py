@@ -51,8 +51,8 @@ def mock_server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
 
 
 @pytest.fixture
-def kube_double():
-    """A fresh Kubernetes API double (see tests/kube_double.py) that the real client talks to."""
+def kube():
+    """A fresh Kubernetes API double (tests/kube_double.py) that the real client talks to."""
     from kube_double import KubeDouble
 
     with KubeDouble() as double:
@@ -60,9 +60,12 @@ def kube_double():
 
 
 @pytest.fixture
-def nnf_kube(kube_double, tmp_path):
-    """The double seeded with the NNF scenario of spec/nnf-resources.md (Workflow, mounts, profiles)."""
-    from kube_double import seed_nnf
+def world(tmp_path, monkeypatch):
+    """The NNF scenario: the double seeded as spec/nnf-resources.md, fake mpirun/dcp on PATH."""
+    from kube_double import KubeDouble
+    from nnf_support import NnfWorld, env_for_tests
 
-    seed_nnf(kube_double, root=str(tmp_path / "root"))
-    return kube_double
+    with KubeDouble() as double:
+        w = NnfWorld(double, str(tmp_path))
+        env_for_tests(monkeypatch, w)
+        yield w

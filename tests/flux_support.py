@@ -145,3 +145,18 @@ class Service:
         if not self.closed:
             self.closed = True
             self.rt.close()
+
+
+def env_of(output: str) -> Dict[str, str]:
+    """``printenv`` output as a dict."""
+    return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+
+
+def assert_job_got_variables(printenv_output: str, jobid: int, token: str) -> None:
+    """What a copy-offload job's tasks must see: the token, the Workflow, and its status.env."""
+    env = env_of(printenv_output)
+    assert env["DW_WORKFLOW_TOKEN"] == token
+    assert env["DW_WORKFLOW_NAME"] == f"fluxjob-{jobid}"
+    assert env["DW_WORKFLOW_NAMESPACE"] == "default"
+    for key, value in ENV.items():
+        assert env[key] == value

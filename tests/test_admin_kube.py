@@ -41,12 +41,6 @@ SYSCONF = {
 
 
 @pytest.fixture
-def kube():
-    with KubeDouble() as double:
-        yield double
-
-
-@pytest.fixture
 def cluster(kube, tmp_path):
     """The double with SystemConfiguration default, and a kubeconfig for it."""
     kube.put(SYSCONF)

@@ -30,12 +30,6 @@ WF = "workflows"
 
 
 @pytest.fixture
-def kube() -> Iterator[KubeDouble]:
-    with KubeDouble() as double:
-        yield double
-
-
-@pytest.fixture
 def services(kube: KubeDouble, tmp_path: Any) -> Iterator[Any]:
     made: List[Service] = []
 

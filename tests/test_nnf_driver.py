@@ -8,16 +8,8 @@ import time
 
 import pytest
 from copy_offload.client import wire
-from kube_double import DWS, LUS, NNF, KubeDouble
-from nnf_support import UID, WORKFLOW, NnfWorld, env_for_tests, run, submit_error, wait_done
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch):
-    with KubeDouble() as kube:
-        w = NnfWorld(kube, str(tmp_path))
-        env_for_tests(monkeypatch, w)
-        yield w
+from kube_double import DWS, LUS, NNF
+from nnf_support import UID, WORKFLOW, run, submit_error, wait_done
 
 
 def _read(path):

@@ -6,20 +6,11 @@ import asyncio
 import os
 import time
 
-import pytest
 from copy_offload.client import wire
 from copy_offload.server.nnf import KubeSettings, NnfStartupError, create_nnf_driver
 from copy_offload.server.nnf.driver import RESTART_MESSAGE
 from kube_double import DWS, LUS, NNF, KubeDouble, ResourceType
 from nnf_support import FAST, WORKFLOW, NnfWorld, env_for_tests, run, submit_error, wait_done
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch):
-    with KubeDouble() as kube:
-        w = NnfWorld(kube, str(tmp_path))
-        env_for_tests(monkeypatch, w)
-        yield w
 
 
 def test_nnf_transient_api_errors_are_retried(world):

@@ -12,16 +12,20 @@ import os
 import time
 import uuid
 
-from flux_support import CO_DW, ENV, PLAIN_DW, set_status, token_secret, workflow
+from flux_support import (
+    CO_DW,
+    PLAIN_DW,
+    assert_job_got_variables,
+    env_of,
+    set_status,
+    token_secret,
+    workflow,
+)
 from kube_double import DWS
 
 UID = os.getuid()
 CO = " ".join(CO_DW)
 PLAIN = " ".join(PLAIN_DW)
-
-
-def env_of(output: str) -> dict:
-    return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
 
 
 def names(events: list) -> list:
@@ -46,12 +50,7 @@ def test_dw_job_with_token_gets_variables_in_its_tasks(instance, kube):
     instance.release(job)
     out = instance.attach(job)
     assert out.returncode == 0, out.stderr
-    env = env_of(out.stdout)
-    assert env["DW_WORKFLOW_TOKEN"] == token
-    assert env["DW_WORKFLOW_NAME"] == f"fluxjob-{jobid}"
-    assert env["DW_WORKFLOW_NAMESPACE"] == "default"
-    for key, value in ENV.items():
-        assert env[key] == value
+    assert_job_got_variables(out.stdout, jobid, token)
     events = names(instance.eventlog(job))
     assert events.index("copy-offload-env") < events.index("prolog-finish") < events.index("start")
     shown = instance.flux("copy-offload", "env", job).stdout

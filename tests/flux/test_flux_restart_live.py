@@ -8,15 +8,17 @@ import os
 import time
 import uuid
 
-from flux_support import CO_DW, ENV, set_status, token_secret, workflow
+from flux_support import (
+    CO_DW,
+    assert_job_got_variables,
+    set_status,
+    token_secret,
+    workflow,
+)
 from kube_double import DWS
 
 # The service would wait a minute; the plugin gives the job 30 s in all, retries included.
 INSTANCE_OPTIONS = {"prepare_timeout": 60.0, "jobtap_timeout": 30.0}
-
-
-def env_of(output: str) -> dict:
-    return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
 
 
 def wait_pending(instance, count: int, timeout: float = 15) -> None:
@@ -49,12 +51,7 @@ def test_service_reloaded_while_a_job_waits_still_delivers_its_variables(instanc
 
     out = instance.attach(job)
     assert out.returncode == 0, out.stderr
-    env = env_of(out.stdout)
-    assert env["DW_WORKFLOW_TOKEN"] == token
-    assert env["DW_WORKFLOW_NAME"] == f"fluxjob-{jobid}"
-    assert env["DW_WORKFLOW_NAMESPACE"] == "default"
-    for key, value in ENV.items():
-        assert env[key] == value
+    assert_job_got_variables(out.stdout, jobid, token)
     events = instance.eventlog(job)
     assert not [e for e in events if e["name"] == "exception"]
     assert [e["context"]["status"] for e in events if e["name"] == "prolog-finish"] == [0]
