@@ -101,16 +101,22 @@ class Frontend:
         self._guard("prepare", lambda: self.rt.logic.prepare(
             msg, payload_of(msg), from_owner=is_owner(msg)), msg)
 
+    def _owner_jobid(self, msg: Any, topic: str, refusal: str = "") -> Optional[int]:
+        """The job id of an owner-only request, or None once the refusal has been sent."""
+        if not is_owner(msg):
+            self.h.respond_error(msg, errno.EPERM, "copy-offload.%s is only for the instance owner%s"
+                                 % (topic, refusal))
+            return None
+        try:
+            return parse_jobid(payload_of(msg))
+        except BadRequest as exc:
+            self.h.respond_error(msg, errno.EPROTO, f"copy-offload.{topic}: {exc}")
+            return None
+
     def forget(self, msg: Any) -> None:
         def run() -> None:
-            if not is_owner(msg):
-                self.h.respond_error(msg, errno.EPERM, "copy-offload.forget is only for the "
-                                     "instance owner")
-                return
-            try:
-                jobid = parse_jobid(payload_of(msg))
-            except BadRequest as exc:
-                self.h.respond_error(msg, errno.EPROTO, f"copy-offload.forget: {exc}")
+            jobid = self._owner_jobid(msg, "forget")
+            if jobid is None:
                 return
             self.rt.logic.forget(jobid)
             self.h.respond(msg, {})
@@ -119,15 +125,9 @@ class Frontend:
 
     def env(self, msg: Any) -> None:
         def run() -> None:
-            if not is_owner(msg):
-                self.h.respond_error(msg, errno.EPERM, "copy-offload.env is only for the "
-                                     "instance owner; users read their job's "
-                                     "copy-offload-env event with 'flux job eventlog'")
-                return
-            try:
-                jobid = parse_jobid(payload_of(msg))
-            except BadRequest as exc:
-                self.h.respond_error(msg, errno.EPROTO, f"copy-offload.env: {exc}")
+            jobid = self._owner_jobid(msg, "env", "; users read their job's copy-offload-env event "
+                                      "with 'flux job eventlog'")
+            if jobid is None:
                 return
             given = self.rt.logic.given(jobid)
             if given is None:
