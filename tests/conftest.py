@@ -69,3 +69,19 @@ def world(tmp_path, monkeypatch):
         w = NnfWorld(double, str(tmp_path))
         env_for_tests(monkeypatch, w)
         yield w
+
+
+@pytest.fixture
+def service(kube, tmp_path):
+    """Make Flux copy-offload services (flux_support.Service) against ``kube``; closed at the end."""
+    from flux_support import Service
+
+    made = []
+
+    def make(**cfg):
+        made.append(Service(kube, tmp_path, **cfg))
+        return made[-1]
+
+    yield make
+    for svc in made:
+        svc.close()

@@ -11,14 +11,13 @@ down or after it came back. The other half, sending the prepare again, is the jo
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List
+from typing import Any
 
 import pytest
 from flux_support import (
     CO_DW,
     ENV,
     TOKEN,
-    Service,
     drive,
     set_status,
     token_secret,
@@ -30,17 +29,15 @@ WF = "workflows"
 
 
 @pytest.fixture
-def services(kube: KubeDouble, tmp_path: Any) -> Iterator[Any]:
-    made: List[Service] = []
+def services(service: Any) -> Any:
+    """Successive service processes, each started and synced with the Workflows."""
 
-    def make() -> Service:
-        made.append(Service(kube, tmp_path, prepare_timeout=10.0))
-        made[-1].synced()
-        return made[-1]
+    def make() -> Any:
+        svc = service(prepare_timeout=10.0)
+        svc.synced()
+        return svc
 
-    yield make
-    for svc in made:
-        svc.close()
+    return make
 
 
 def expected(jobid: int) -> dict:

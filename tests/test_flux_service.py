@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import time
-from typing import Any, Iterator, List
 
 import pytest
 from flux_support import (
@@ -18,7 +17,6 @@ from flux_support import (
     TOKEN,
     UID,
     Msg,
-    Service,
     drive,
     set_status,
     token_secret,
@@ -27,20 +25,6 @@ from flux_support import (
 from kube_double import DWS, KubeDouble
 
 WF = "workflows"
-
-
-@pytest.fixture
-def service(kube: KubeDouble, tmp_path: Any) -> Iterator[Any]:
-    made: List[Service] = []
-
-    def make(**cfg: Any) -> Service:
-        svc = Service(kube, tmp_path, **cfg)
-        made.append(svc)
-        return svc
-
-    yield make
-    for svc in made:
-        svc.close()
 
 
 def secret_gets(kube: KubeDouble) -> int:
