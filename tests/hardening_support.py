@@ -8,11 +8,12 @@ refuses to send). Every server started here has its log scanned for secrets when
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import socket
 import ssl
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import httpx
 from copy_offload.client import wire
@@ -36,6 +37,19 @@ def start_server(material: Material, driver: str = "mock", extra: Sequence[str] 
     """A server at ``debug`` log level, so the secret scan sees everything the server can log."""
     args = server_args(material, extra=["--driver", driver, "--log-level", log_level, *extra])
     return QuietServer(args=args, env=dict(os.environ), tls=True, material=material).start()
+
+
+@contextlib.contextmanager
+def running_server(material: Material, driver: str = "mock", extra: Sequence[str] = ()) -> Iterator[ServerProcess]:
+    """A server for a whole test module that must survive it: alive at the end, a clean log."""
+    proc = start_server(material, driver, extra)
+    try:
+        yield proc
+    finally:
+        alive = proc.process.poll() is None
+        proc.stop()
+    assert alive, "the server died:\n" + proc.log[-3000:]
+    assert_clean_log(proc)
 
 
 def auth_headers(material: Material) -> Dict[str, str]:

@@ -22,7 +22,6 @@ from copy_offload.client import wire
 from copy_offload.server import pki
 from copy_offload.server.auth import TokenRejected, TokenVerifier
 from hardening_support import (
-    assert_clean_log,
     auth_headers,
     check_answer,
     check_error_answer,
@@ -30,7 +29,7 @@ from hardening_support import (
     parse_response,
     raw_exchange,
     request_bytes,
-    start_server,
+    running_server,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -44,12 +43,8 @@ VALID = {"computeName": "c", "sourcePath": "/s", "destinationPath": "/d", "dryru
 
 @pytest.fixture(scope="module")
 def server(material):
-    proc = start_server(material)
-    yield proc
-    alive = proc.process.poll() is None
-    proc.stop()
-    assert alive, "the server died:\n" + proc.log[-3000:]
-    assert_clean_log(proc)
+    with running_server(material) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

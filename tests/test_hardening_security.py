@@ -19,7 +19,14 @@ import httpx
 import pytest
 from copy_offload.client import wire
 from copy_offload.server import pki
-from hardening_support import assert_clean_log, auth_headers, http_client, leaked, start_server
+from hardening_support import (
+    assert_clean_log,
+    auth_headers,
+    http_client,
+    leaked,
+    running_server,
+    start_server,
+)
 from support import HOST, Material, run_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,12 +129,8 @@ def test_local_state_dir_is_private(tmp_path, material):
 
 @pytest.fixture(scope="module")
 def server(material):
-    proc = start_server(material)
-    yield proc
-    alive = proc.process.poll() is None
-    proc.stop()
-    assert alive, proc.log[-3000:]
-    assert_clean_log(proc)
+    with running_server(material) as proc:
+        yield proc
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
