@@ -3,6 +3,8 @@ clear one-line errors (exit 1 or 2) for what would stop it."""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 
@@ -46,6 +48,34 @@ def test_bad_settings(argv, text):
         parse_settings(argv, env={})
 
 
+def test_default_state_dir_is_one_per_set_of_roots(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
+
+    def state_dir(*roots):
+        return parse_settings([arg for root in roots for arg in ("--allow-root", root)], env=env).state_dir
+
+    first = state_dir(str(a))
+    assert os.path.dirname(first) == str(tmp_path / "state" / "copy-offload")
+    assert re.fullmatch(r"roots-[0-9a-f]{12}", os.path.basename(first))
+    assert state_dir(str(b)) != first and state_dir(str(a), str(b)) not in (first, state_dir(str(b)))
+    # The same roots in another order or spelling share their records (a restart finds them).
+    assert state_dir(str(b), str(a) + "/") == state_dir(str(a), str(b)) == state_dir(str(a), str(b / ".." / "b"))
+    assert parse_settings(["--allow-root", str(a), "--state-dir", "/x"], env=env).state_dir == "/x"
+
+
+def test_allow_root_must_be_an_existing_directory(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(SettingsError, match="does not exist"):
+        parse_settings(["--allow-root", str(tmp_path), "--allow-root", str(tmp_path / "typo")], env={})
+    with pytest.raises(SettingsError, match="is not a directory"):
+        parse_settings(["--allow-root", str(afile)], env={})
+    assert parse_settings(["--driver", "mock", "--allow-root", str(tmp_path / "typo")], env={}).driver == "mock"
+
+
 def _run(*args, env=None):
     return subprocess.run([sys.executable, "-m", "copy_offload.server", "-addr", "127.0.0.1:0", *args],
                           capture_output=True, text=True, timeout=30, env=env)
@@ -61,8 +91,13 @@ def test_startup_errors_are_one_clear_line(material, tmp_path):
     nopem.write_text("not a pem file\n")
     r = _run("-skip-tls", "-tokenkey", str(nopem), "-mock")
     assert r.returncode == 1 and "unable to decode PEM key for token" in r.stderr
+    r = _run("-skip-tls", "-tokenkey", material.cert, "-mock")  # a certificate would be a public secret
+    assert r.returncode == 1 and "holds a CERTIFICATE, not a private key" in r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
     r = _run("-skip-tls", "-skip-token")
     assert r.returncode == 1 and "--allow-root" in r.stderr
+    r = _run("-skip-tls", "-skip-token", "--allow-root", str(tmp_path / "typo"))
+    assert r.returncode == 2 and r.stderr == "copy-offload-server: --allow-root %s does not exist; give existing directories\n" % (tmp_path / "typo")
     bad_profiles = tmp_path / "profiles.toml"
     bad_profiles.write_text("[profiles.x]\ncommand = 3\n")
     r = _run("-skip-tls", "-skip-token", "--allow-root", str(tmp_path), "--state-dir", str(tmp_path / "s"),
