@@ -137,6 +137,20 @@ def test_jobtap_makefile_builds_from_the_installed_sources(installed, tmp_path):
     assert sorted(os.listdir(jobtap)) == ["Makefile", "copy-offload-env.c", "copy-offload.c"]
 
 
+def test_jobtap_plugins_build_and_install_from_the_wheel(installed, tmp_path):
+    """With a flux-core that pkg-config finds (PKG_CONFIG_PATH=<flux prefix>/lib/pkgconfig), for real."""
+    env = installed["env"]
+    found = shutil.which("pkg-config") and run("pkg-config", "--exists", "flux-core", "jansson", env=env).returncode == 0
+    if not found:
+        pytest.skip("pkg-config finds no flux-core (set PKG_CONFIG_PATH=<flux prefix>/lib/pkgconfig)")
+    jobtap = run(os.path.join(installed["bin"], "copy-offload-admin"), "paths", "jobtap", env=env).stdout.strip()
+    root = tmp_path / "root"
+    proc = run("make", "-C", jobtap, "BUILD=%s" % (tmp_path / "build"), "DESTDIR=%s" % root, "all", "install", env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    installed_files = sorted(os.path.basename(os.path.join(d, n)) for d, _s, names in os.walk(root) for n in names)
+    assert installed_files == ["copy-offload-env.so", "copy-offload.py", "copy-offload.so", "flux-copy-offload.py"]
+
+
 def test_sdist_tests_collect_and_run(dist, tmp_path):
     safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
     with tarfile.open(dist["sdist"]) as sdist:

@@ -89,7 +89,8 @@ def test_share_readme_indexes_every_folder_and_my_files():
 
 def test_man_pages_live_in_man1():
     """Package data and data-files install share/man/man1/*.1; a page elsewhere would be left out."""
-    assert MAN_PAGES and all(os.path.dirname(page) == os.path.join(SHARE, "man", "man1") for page in MAN_PAGES)
+    misplaced = [page for page in MAN_PAGES if os.path.dirname(page) != os.path.join(SHARE, "man", "man1")]
+    assert MAN_PAGES and not misplaced, "move these manual pages to share/man/man1/: %s" % misplaced
 
 
 # --------------------------------------------------------------------------- the container profile
