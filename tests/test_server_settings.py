@@ -3,13 +3,14 @@ clear one-line errors (exit 1 or 2) for what would stop it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
 
 import pytest
-from copy_offload.server.settings import SettingsError, parse_settings
+from copy_offload.server.settings import SettingsError, default_state_dir, parse_settings
 
 
 def test_flags_single_and_double_dash():
@@ -118,3 +119,35 @@ def test_port_in_use(server_factory, material):
     r = subprocess.run([sys.executable, "-m", "copy_offload.server", "-addr", "127.0.0.1:%d" % server.port,
                         "-skip-tls", "-skip-token", "-mock"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "cannot listen on 127.0.0.1:%d" % server.port in r.stderr
+
+
+def test_servers_with_other_roots_do_not_share_requests(server_factory, tmp_path):
+    """The default state directory, end to end: a server with other roots does not know another's
+    requests, and a restart with the same roots (in another spelling) finds them again."""
+    from copy_offload.client import Client, NotFound
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "src").mkdir(parents=True)
+    (a / "src" / "f.txt").write_text("data\n")
+    b.mkdir()
+    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
+
+    @contextlib.contextmanager
+    def client_of(root: str):
+        """A client of a fresh server on ``root``, stopped after use (as a restart would)."""
+        server = server_factory("local", extra=["--allow-root", root], env=env)
+        try:
+            with Client(**server.client_kwargs()) as client:
+                yield client
+        finally:
+            server.stop()
+
+    with client_of(str(a)) as client:
+        name = client.copy(str(a / "src"), str(a / "dst"))
+        assert client.wait(name).status == "success"
+    with client_of(str(b)) as client, pytest.raises(NotFound):
+        client.status(name)
+    with client_of(str(a) + "/") as client:
+        assert client.status(name).status == "success"
+    assert sorted(os.listdir(tmp_path / "state" / "copy-offload")) == sorted(
+        os.path.basename(default_state_dir(env, [root])) for root in (str(a), str(b)))
