@@ -45,8 +45,8 @@ def token_verifier(settings: ServerSettings) -> Optional[TokenVerifier]:
         return TokenVerifier(pki.read_token_key(settings.token_key))
     except OSError as exc:
         raise StartupError("unable to read back the key file %s: %s" % (settings.token_key, exc.strerror)) from None
-    except pki.KeyError_:
-        raise StartupError("unable to decode PEM key for token in %s" % settings.token_key) from None
+    except pki.KeyError_ as exc:
+        raise StartupError("unable to decode PEM key for token in %s: %s" % (settings.token_key, exc)) from None
 
 
 async def build_driver(settings: ServerSettings) -> Driver:

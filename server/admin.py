@@ -14,7 +14,7 @@ import socket
 import sys
 from typing import Callable, Dict, List, Optional, Sequence
 
-from copy_offload.server import admin_kube, admin_secrets, admin_sysconf, pki
+from copy_offload.server import admin_kube, admin_paths, admin_secrets, admin_sysconf, pki
 
 PROG = "copy-offload-admin"
 CLIENT_CERT_PATH = "/etc/nnf-dm-usercontainer/cert.pem"
@@ -37,6 +37,9 @@ TLS for the copy-offload servers (as mk-usercontainer-secrets.sh makes it):
 
 Compute nodes:
   local-rabbit  print or write (/etc/local-rabbit.conf) the Rabbit that serves a compute node
+
+This installation:
+  paths         print where the man pages, the site kit (share/) and the jobtap sources are
 """
 
 EPILOG = """\
@@ -343,6 +346,18 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--compute", metavar="NAME", help="the compute node (default: this host's name)")
     which.add_argument("--all", action="store_true", help="print 'COMPUTE RABBIT' for every compute node")
     p.add_argument("--write", metavar="PATH", help=f"write the name to PATH (mode 0644), e.g. {LOCAL_RABBIT_PATH}")
+
+    p = add(
+        "paths",
+        lambda args: admin_paths.run(args.what),
+        "print where this installation keeps its man pages, site kit and jobtap sources",
+        "Print the directories an installation (a wheel, an sdist or this repository) holds:\n"
+        "the manual pages, the site kit (container image, NnfContainerProfile, RBAC, Flux files),\n"
+        "the Flux plugins' C sources with their Makefile, and the copy_offload.flux package.\n"
+        'Build the plugins from a wheel with: make -C "$(copy-offload-admin paths jobtap)" BUILD=DIR',
+        [],
+    )
+    admin_paths.build_parser(p)
     return parser
 
 

@@ -47,9 +47,18 @@ def pem_der(pem: bytes) -> bytes:
 
 
 def read_token_key(path: str) -> bytes:
-    """The HMAC secret for tokens, from a ``-tokenkey`` file."""
+    """The HMAC secret for tokens, from a ``-tokenkey`` file.
+
+    Only a private-key PEM block is accepted: a certificate or public key given by mistake
+    (``tls.crt``) would otherwise become a secret that every client can read.
+    """
     with open(path, "rb") as handle:
-        return pem_der(handle.read())
+        pem = handle.read()
+    match = _PEM_BLOCK.search(pem)
+    if match and not match.group(1).endswith(b"PRIVATE KEY"):
+        raise KeyError_("it holds a %s, not a private key (make a token key with: copy-offload-admin token-key)"
+                        % match.group(1).decode("ascii", "replace"))
+    return pem_der(pem)
 
 
 def generate_token_key_pem() -> bytes:
@@ -64,7 +73,10 @@ def generate_token_key_pem() -> bytes:
 def mint_token(secret: bytes, issued_at: Optional[int] = None) -> str:
     """An HS256 token with nnf-sos's claims: ``sub: user-container`` and ``iat``."""
     claims = {"sub": TOKEN_SUBJECT, "iat": int(time.time() if issued_at is None else issued_at)}
-    return jwt.encode(claims, secret, algorithm=TOKEN_ALGORITHM)
+    try:
+        return jwt.encode(claims, secret, algorithm=TOKEN_ALGORITHM)
+    except jwt.InvalidKeyError:
+        raise KeyError_("its key material cannot be an HMAC secret (it looks like a public key or certificate)") from None
 
 
 def generate_tls(hosts: Iterable[str], days: int = 365) -> Tuple[bytes, bytes]:

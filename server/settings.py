@@ -7,6 +7,7 @@ In the NNF user container the pod's variables fill what the command line leaves 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import socket
 from dataclasses import dataclass, field
@@ -61,8 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-skip-token", "--skip-token", action="store_true", help="do not require a bearer token")
     p.add_argument("-mock", "--mock", action="store_true", help="the reference mock mode (same as --driver mock)")
     p.add_argument("--driver", choices=DRIVERS, default=None, help="copy driver (default local)")
-    p.add_argument("--state-dir", help="where the local driver keeps its request records "
-                   "(default $XDG_STATE_HOME/copy-offload or ~/.local/state/copy-offload)")
+    p.add_argument("--state-dir", help="where the local driver keeps its request records (default "
+                   "$XDG_STATE_HOME, else ~/.local/state, then copy-offload/roots-HASH: one directory per "
+                   "set of --allow-root directories)")
     p.add_argument("--allow-root", action="append", default=[], metavar="DIR",
                    help="a directory tree the local driver may read and write (repeatable; required for local)")
     p.add_argument("--workers", type=int, help="local driver: copy workers per request (default: CPUs)")
@@ -88,9 +90,25 @@ def parse_addr(addr: str) -> tuple[str, int]:
     return host, number
 
 
-def _default_state_dir(env: Mapping[str, str]) -> str:
+def default_state_dir(env: Mapping[str, str], allow_roots: Sequence[str]) -> str:
+    """One state directory per set of roots, so a server never lists another's requests by accident.
+
+    ``$XDG_STATE_HOME/copy-offload/roots-<first 12 hex digits of the SHA-256 of the sorted real
+    root paths, NUL-separated>``: the same roots (in any order or spelling) find their records again
+    after a restart; a server with other roots starts empty.
+    """
     base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "copy-offload")
+    roots = sorted({os.path.realpath(root) for root in allow_roots})
+    digest = hashlib.sha256("\0".join(roots).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return os.path.join(base, "copy-offload", "roots-" + digest)
+
+
+def check_allow_roots(roots: Sequence[str]) -> None:
+    """Each --allow-root must be an existing directory: a typo must not become a tree a copy creates."""
+    for root in roots:
+        if not os.path.isdir(root):
+            what = "is not a directory" if os.path.exists(root) else "does not exist"
+            raise SettingsError("--allow-root %s %s; give existing directories" % (root, what))
 
 
 def parse_settings(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] = None) -> ServerSettings:
@@ -106,6 +124,8 @@ def parse_settings(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[s
         raise SettingsError("-mock conflicts with --driver %s" % args.driver)
     if args.workers is not None and args.workers < 1:
         raise SettingsError("--workers must be a positive number")
+    if driver == "local":
+        check_allow_roots(args.allow_root)
     return ServerSettings(
         host=host,
         port=port,
@@ -115,7 +135,7 @@ def parse_settings(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[s
         skip_tls=args.skip_tls,
         skip_token=args.skip_token,
         driver=driver,
-        state_dir=args.state_dir or _default_state_dir(env),
+        state_dir=args.state_dir or default_state_dir(env, args.allow_root),
         allow_roots=list(args.allow_root),
         workers=args.workers,
         profiles=args.profiles,

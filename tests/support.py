@@ -54,10 +54,12 @@ class ServerProcess:
     process: Optional[subprocess.Popen] = None
     port: int = 0
     log_lines: List[str] = field(default_factory=list)
+    command: Optional[List[str]] = None  # what runs the server (default: this Python's copy_offload.server)
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
+        command = self.command or [sys.executable, "-m", "copy_offload.server"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "copy_offload.server", "-addr", "%s:0" % HOST, *self.args],
+            [*command, "-addr", "%s:0" % HOST, *self.args],
             env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         lines: queue.Queue[str] = queue.Queue()

@@ -144,12 +144,17 @@ def test_token_from_a_key_made_elsewhere(tmp_path, capsys):
     jwt.decode(capsys.readouterr().out.strip(), der, algorithms=["HS256"])
 
 
-def test_token_key_errors_are_one_line(tmp_path):
+def test_token_key_errors_are_one_line(tmp_path, material):
     bad = tmp_path / "bad.key"
     bad.write_text("not a key\n")
+    public = tmp_path / "public.pem"
+    public.write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     for args, needle in (
         (["token", "--key", str(tmp_path / "missing")], "cannot read the token key"),
         (["token", "--key", str(bad)], "no PEM block"),
+        (["token", "--key", material.cert], "holds a CERTIFICATE, not a private key"),
+        (["token", "--key", str(public)], "holds a PUBLIC KEY, not a private key"),
         (["token-key", "--out", str(tmp_path / "no" / "such" / "dir" / "k")], "cannot write"),
     ):
         proc = run_cli(*args)

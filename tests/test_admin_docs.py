@@ -102,3 +102,35 @@ def test_links_and_paths_exist(name):
         if path.startswith(("share/flux", "share/rbac")):
             continue  # written by the Flux and nnf sides
         assert os.path.exists(os.path.join(REPO, path)), path
+
+
+def _all_docs() -> dict:
+    paths = [os.path.join(DOCS, n) for n in os.listdir(DOCS) if n.endswith(".md")]
+    paths += [os.path.join(REPO, "README.md"), os.path.join(REPO, "share", "README.md")]
+    man1 = os.path.join(REPO, "share", "man", "man1")
+    paths += [os.path.join(man1, n) for n in os.listdir(man1)]
+    docs = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            docs[os.path.relpath(path, REPO)] = handle.read()
+    return docs
+
+
+def test_docs_cite_nothing_outside_the_repository():
+    outside = re.compile(r"\.\./shared|\bshared/spec\b|\bspec §|/work/|\btools/mk-usercontainer")
+    for name, text in _all_docs().items():
+        assert not outside.search(text), (name, outside.search(text).group(0))
+
+
+def test_one_python_version_story():
+    with open(os.path.join(REPO, "pyproject.toml"), encoding="utf-8") as handle:
+        minimum = re.search(r'^requires-python = ">=(3\.\d+)"', handle.read(), re.M).group(1)
+    with open(os.path.join(REPO, "share", "container", "Containerfile"), encoding="utf-8") as handle:
+        containerfile = handle.read()
+    docs = _all_docs()
+    for name, text in list(docs.items()) + [("Containerfile", containerfile)]:
+        for claim in re.findall(r"Python (3\.\d+)(?:\+| or newer| and newer)|python3? \(?>= ?(3\.\d+)", text, re.I):
+            version = claim[0] or claim[1]
+            assert version == minimum, (name, version)
+    assert "Python %s or newer" % minimum in docs["docs/admin-guide.md"]
+    assert "Python %s or newer" % minimum in docs["README.md"]

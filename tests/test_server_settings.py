@@ -3,11 +3,14 @@ clear one-line errors (exit 1 or 2) for what would stop it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import subprocess
 import sys
 
 import pytest
-from copy_offload.server.settings import SettingsError, parse_settings
+from copy_offload.server.settings import SettingsError, default_state_dir, parse_settings
 
 
 def test_flags_single_and_double_dash():
@@ -46,6 +49,34 @@ def test_bad_settings(argv, text):
         parse_settings(argv, env={})
 
 
+def test_default_state_dir_is_one_per_set_of_roots(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
+
+    def state_dir(*roots):
+        return parse_settings([arg for root in roots for arg in ("--allow-root", root)], env=env).state_dir
+
+    first = state_dir(str(a))
+    assert os.path.dirname(first) == str(tmp_path / "state" / "copy-offload")
+    assert re.fullmatch(r"roots-[0-9a-f]{12}", os.path.basename(first))
+    assert state_dir(str(b)) != first and state_dir(str(a), str(b)) not in (first, state_dir(str(b)))
+    # The same roots in another order or spelling share their records (a restart finds them).
+    assert state_dir(str(b), str(a) + "/") == state_dir(str(a), str(b)) == state_dir(str(a), str(b / ".." / "b"))
+    assert parse_settings(["--allow-root", str(a), "--state-dir", "/x"], env=env).state_dir == "/x"
+
+
+def test_allow_root_must_be_an_existing_directory(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(SettingsError, match="does not exist"):
+        parse_settings(["--allow-root", str(tmp_path), "--allow-root", str(tmp_path / "typo")], env={})
+    with pytest.raises(SettingsError, match="is not a directory"):
+        parse_settings(["--allow-root", str(afile)], env={})
+    assert parse_settings(["--driver", "mock", "--allow-root", str(tmp_path / "typo")], env={}).driver == "mock"
+
+
 def _run(*args, env=None):
     return subprocess.run([sys.executable, "-m", "copy_offload.server", "-addr", "127.0.0.1:0", *args],
                           capture_output=True, text=True, timeout=30, env=env)
@@ -61,8 +92,13 @@ def test_startup_errors_are_one_clear_line(material, tmp_path):
     nopem.write_text("not a pem file\n")
     r = _run("-skip-tls", "-tokenkey", str(nopem), "-mock")
     assert r.returncode == 1 and "unable to decode PEM key for token" in r.stderr
+    r = _run("-skip-tls", "-tokenkey", material.cert, "-mock")  # a certificate would be a public secret
+    assert r.returncode == 1 and "holds a CERTIFICATE, not a private key" in r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
     r = _run("-skip-tls", "-skip-token")
     assert r.returncode == 1 and "--allow-root" in r.stderr
+    r = _run("-skip-tls", "-skip-token", "--allow-root", str(tmp_path / "typo"))
+    assert r.returncode == 2 and r.stderr == "copy-offload-server: --allow-root %s does not exist; give existing directories\n" % (tmp_path / "typo")
     bad_profiles = tmp_path / "profiles.toml"
     bad_profiles.write_text("[profiles.x]\ncommand = 3\n")
     r = _run("-skip-tls", "-skip-token", "--allow-root", str(tmp_path), "--state-dir", str(tmp_path / "s"),
@@ -83,3 +119,35 @@ def test_port_in_use(server_factory, material):
     r = subprocess.run([sys.executable, "-m", "copy_offload.server", "-addr", "127.0.0.1:%d" % server.port,
                         "-skip-tls", "-skip-token", "-mock"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "cannot listen on 127.0.0.1:%d" % server.port in r.stderr
+
+
+def test_servers_with_other_roots_do_not_share_requests(server_factory, tmp_path):
+    """The default state directory, end to end: a server with other roots does not know another's
+    requests, and a restart with the same roots (in another spelling) finds them again."""
+    from copy_offload.client import Client, NotFound
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "src").mkdir(parents=True)
+    (a / "src" / "f.txt").write_text("data\n")
+    b.mkdir()
+    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
+
+    @contextlib.contextmanager
+    def client_of(root: str):
+        """A client of a fresh server on ``root``, stopped after use (as a restart would)."""
+        server = server_factory("local", extra=["--allow-root", root], env=env)
+        try:
+            with Client(**server.client_kwargs()) as client:
+                yield client
+        finally:
+            server.stop()
+
+    with client_of(str(a)) as client:
+        name = client.copy(str(a / "src"), str(a / "dst"))
+        assert client.wait(name).status == "success"
+    with client_of(str(b)) as client, pytest.raises(NotFound):
+        client.status(name)
+    with client_of(str(a) + "/") as client:
+        assert client.status(name).status == "success"
+    assert sorted(os.listdir(tmp_path / "state" / "copy-offload")) == sorted(
+        os.path.basename(default_state_dir(env, [root])) for root in (str(a), str(b)))

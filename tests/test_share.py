@@ -20,7 +20,7 @@ from copy_offload.server.settings import parse_settings
 
 if sys.version_info >= (3, 11):
     import tomllib
-else:  # pragma: no cover - the server side runs 3.11+
+else:  # pragma: no cover - Python 3.9 and 3.10 have no tomllib
     tomllib = None
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,9 +82,15 @@ def test_share_readme_indexes_every_folder_and_my_files():
     for entry in sorted(os.listdir(SHARE)):
         if os.path.isdir(os.path.join(SHARE, entry)):
             assert "`%s/" % entry in index, entry
-    for folder in ("container", "nnf", "man"):
+    for folder in ("container", "nnf", "man", "man/man1"):
         for name in os.listdir(os.path.join(SHARE, folder)):
             assert "%s/%s" % (folder, name) in index, name
+
+
+def test_man_pages_live_in_man1():
+    """Package data and data-files install share/man/man1/*.1; a page elsewhere would be left out."""
+    misplaced = [page for page in MAN_PAGES if os.path.dirname(page) != os.path.join(SHARE, "man", "man1")]
+    assert MAN_PAGES and not misplaced, "move these manual pages to share/man/man1/: %s" % misplaced
 
 
 # --------------------------------------------------------------------------- the container profile
@@ -155,8 +161,11 @@ def test_containerfile_builds_the_server_image():
     text = "\n".join(lines)
     froms = [line.split()[1] for line in lines if line.startswith("FROM ")]
     assert froms and all(f == "${PYTHON_IMAGE}" for f in froms)
-    assert re.search(r"^ARG PYTHON_IMAGE=\S*python:3\.1[1-9]\S*-slim$", text, re.M)
+    assert re.search(r"^ARG PYTHON_IMAGE=\S*python:3\.(9|1[0-9])\S*-slim$", text, re.M)
     assert '"flux-copy-offload[server]"' in text or ".[server]" in text
+    # Only `python3` and its venv module are asked of the base (a Debian base has no `python`).
+    assert not re.search(r"(^|[\s&;])python\s", text, re.M)
+    assert "ENV PATH=/opt/copy-offload/bin:$PATH" in text
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert lines[-2:] == ['ENTRYPOINT ["copy-offload-server"]', 'CMD ["--help"]']
@@ -170,8 +179,13 @@ def test_dockerignore_keeps_the_package_sources():
     with open(CONTAINERFILE + ".dockerignore", encoding="utf-8") as handle:
         rules = [line.strip() for line in handle if line.strip() and not line.startswith("#")]
     assert rules[0] == "*"
-    for needed in ("pyproject.toml", "client/", "server/", "flux_plugin/"):
-        assert "!" + needed in rules
+    with open(CONTAINERFILE, encoding="utf-8") as handle:
+        copied = {source.rstrip("/") + ("/" if os.path.isdir(os.path.join(REPO, source)) else "")
+                  for line in handle if line.startswith("COPY ") and "--from=" not in line
+                  for source in line.split()[1:-1]}
+    assert {"pyproject.toml", "client/", "server/", "share/", "jobtap/", "LICENSE"} <= copied
+    for needed in copied:  # everything the Containerfile copies passes the filter
+        assert "!" + needed in rules, needed
 
 
 # --------------------------------------------------------------------------- manual pages
@@ -199,7 +213,7 @@ def _long_options(parser) -> set:
 
 
 def _man_text(name: str) -> str:
-    with open(os.path.join(SHARE, "man", name), encoding="utf-8") as handle:
+    with open(os.path.join(SHARE, "man", "man1", name), encoding="utf-8") as handle:
         return handle.read().replace("\\-", "-")
 
 
