@@ -3,7 +3,9 @@ and the service logic on a virtual clock (no threads, no sockets)."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import json
 import threading
 import time
 from typing import Any, List, Optional
@@ -257,3 +259,66 @@ def test_forget_during_the_secret_read_keeps_no_token(logic):
     logic.reader.finish(TOKEN)  # the GET comes back after the job went inactive
     assert logic.handle.for_msg(msg) == [logic.handle.replies[0]]
     assert logic.stats()["jobs-with-token"] == 0 and logic.given(9) is None
+
+
+# -- a Workflow that does not exist yet: waited for within workflow-grace ---------------------
+
+
+def with_grace(logic: TokenService, grace: float) -> TokenService:
+    logic.cfg = dataclasses.replace(logic.cfg, workflow_grace=grace)
+    logic.on_synced(1, [], "v1alpha7")
+    return logic
+
+
+def test_missing_workflow_that_appears_within_the_grace_is_served(logic):
+    msg = prepare(with_grace(logic, 10.0), 40)
+    assert logic.handle.replies == [] and logic.next_deadline() == 110.0
+    logic.clock.now = 105.0
+    logic.on_event(1, "ADDED", workflow(40), 105.0)
+    logic.reader.finish(TOKEN)
+    assert logic.handle.one(msg)[2]["variables"]["DW_WORKFLOW_TOKEN"] == TOKEN
+    assert logic.next_deadline() is None
+
+
+def test_missing_workflow_fails_when_the_grace_ends_naming_it_and_what_to_check(logic):
+    co, plain = prepare(with_grace(logic, 10.0), 41), prepare(logic, 42, dw=PLAIN_DW)
+    logic.clock.now = 109.9
+    logic.expire()
+    assert logic.handle.replies == []
+    logic.clock.now = 110.0
+    logic.expire()
+    kind, _, errnum, text = logic.handle.one(co)
+    assert (kind, errnum) == ("error", errno.ENOENT)
+    assert "Workflow default/fluxjob-41 did not appear within 10s" in text
+    assert "workflow-grace" in text and "coral2_dws" in text
+    assert "kubectl get workflows.dataworkflowservices.github.io -n default fluxjob-41" in text
+    assert logic.handle.one(plain) == ("ok", plain, {"variables": {}})  # asked for nothing
+    assert logic.next_deadline() is None  # the 30 s timeouts are no longer armed
+
+
+def test_a_deleted_workflow_fails_at_once_without_a_grace(logic):
+    logic.cfg = dataclasses.replace(logic.cfg, workflow_grace=10.0)
+    logic.on_synced(1, [workflow(43, state="Setup", ready=False)], "v1alpha7")
+    msg = prepare(logic, 43)
+    logic.on_event(1, "DELETED", workflow(43, state="Setup", ready=False), 101.0)
+    kind, _, errnum, text = logic.handle.one(msg)
+    assert errnum == errno.ENOENT and "fluxjob-43 of job 43 was deleted" in text
+
+
+def test_zero_grace_answers_a_missing_workflow_at_once(logic):
+    msg = prepare(with_grace(logic, 0.0), 44)
+    assert logic.handle.one(msg)[2] == errno.ENOENT
+
+
+def test_stats_name_no_file_for_guests(logic):
+    logic.cfg = dataclasses.replace(logic.cfg, kubeconfig="/etc/flux/system/kubeconfig")
+    assert logic.stats()["config"]["kubeconfig"] == "/etc/flux/system/kubeconfig"
+    guest = json.dumps(logic.stats(files=False))
+    assert "kubeconfig" not in guest and "/etc/flux" not in guest
+
+
+def test_workflow_grace_is_parsed_and_checked():
+    assert parse_config({"copy-offload": {"workflow-grace": 5}}).workflow_grace == 5.0
+    assert parse_config(None).workflow_grace == 60.0
+    with pytest.raises(ConfigError, match="workflow-grace must be at least 0"):
+        parse_config({"copy-offload": {"workflow-grace": -1}})
