@@ -322,3 +322,37 @@ def test_workflow_grace_is_parsed_and_checked():
     assert parse_config(None).workflow_grace == 60.0
     with pytest.raises(ConfigError, match="workflow-grace must be at least 0"):
         parse_config({"copy-offload": {"workflow-grace": -1}})
+
+
+# -- the memcheck log reader of the real-Flux valgrind mode ---------------------------------
+
+VALGRIND_LOG = """==77== Memcheck, a memory error detector
+==77== Command: /opt/flux/libexec/flux/cmd/flux-broker -c/tmp/conf
+==77==
+==77== Thread 15 job-manager:
+==77== Invalid read of size 1
+==77==    at 0xED678DA: prolog_done (copy-offload.c:175)
+==77==    by 0xED67A29: prepare_failed (copy-offload.c:204)
+==77==  Address 0x1216f45e is 62 bytes inside a block of size 64 free'd
+==77==    at 0x484417B: free (vg_replace_malloc.c:872)
+==77==    by 0xED678B8: prep_destroy (copy-offload.c:168)
+==77==
+==77== Conditional jump or move depends on uninitialised value(s)
+==77==    at 0x4A1B2C3: zhashx_lookup (zhashx.c:120)
+==77==
+==77== HEAP SUMMARY:
+==77==     in use at exit: 59,822 bytes in 162 blocks
+==77==
+==77== ERROR SUMMARY: 2 errors from 2 contexts (suppressed: 0 from 0)
+"""
+
+
+def test_memcheck_reader_keeps_only_reports_that_name_our_plugins():
+    from flux_support import memcheck_errors
+
+    errors = memcheck_errors(VALGRIND_LOG)
+    assert len(errors) == 1
+    assert "Invalid read of size 1" in errors[0] and "prep_destroy" in errors[0]
+    assert memcheck_errors(VALGRIND_LOG.replace("copy-offload.c", "other.c")) == []
+    assert memcheck_errors("==5== Memcheck, a memory error detector\n==5== \n"
+                           "==5== ERROR SUMMARY: 0 errors from 0 contexts\n") == []
