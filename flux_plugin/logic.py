@@ -131,7 +131,17 @@ class TokenService:
 
     def attach(self, generation: int, reader: Any,
                watch_counters: Callable[[], Dict[str, Any]]) -> None:
-        """Use a new watcher generation and token reader (at start and after a reconfig)."""
+        """Use a new watcher generation and token reader (at start and after a reconfig).
+
+        Secret reads still in flight belong to the old reader (whose client is being closed):
+        their results are dropped, and their jobs wait again, to be read anew by the new
+        generation once its list is in.
+        """
+        for name, read in self._reads.items():
+            waiting = [p for p in read.waiters if not p.done]
+            if waiting:
+                self._pending.setdefault(name, []).extend(waiting)
+        self._reads.clear()
         self.generation = generation
         self._reader = reader
         self._watch_counters = watch_counters
@@ -378,10 +388,14 @@ class TokenService:
         self._reads[p.name] = read
         self.counts["secret-reads"] += 1
         secret, secret_ns = view.token_ref or ("", "")
+        generation = self.generation
         self._reader.read(secret, secret_ns or self.cfg.namespace,
-                          lambda token, error: self._token_read(p.name, token, error))
+                          lambda token, error: self._token_read(p.name, token, error, generation))
 
-    def _token_read(self, name: str, token: Optional[str], error: Optional[KubeError]) -> None:
+    def _token_read(self, name: str, token: Optional[str], error: Optional[KubeError],
+                    generation: int) -> None:
+        if generation != self.generation:
+            return  # read by a reader of before a reconfiguration; its jobs wait again
         read = self._reads.pop(name, None)
         if read is None:
             return

@@ -356,3 +356,17 @@ def test_memcheck_reader_keeps_only_reports_that_name_our_plugins():
     assert memcheck_errors(VALGRIND_LOG.replace("copy-offload.c", "other.c")) == []
     assert memcheck_errors("==5== Memcheck, a memory error detector\n==5== \n"
                            "==5== ERROR SUMMARY: 0 errors from 0 contexts\n") == []
+
+
+def test_a_secret_read_in_flight_across_a_reconfigure_is_read_again_not_failed(logic):
+    logic.on_synced(1, [workflow(50)], "v1alpha7")
+    msg = prepare(logic, 50)
+    old_reader, new_reader = logic.reader, Reader()
+    assert len(old_reader.calls) == 1
+    logic.attach(2, new_reader, dict)  # new Kubernetes settings: the old client is closed
+    old_reader.finish(None, KubeError(0, "Kubernetes API unreachable: client closed"))
+    assert logic.handle.for_msg(msg) == []  # not failed by the old client's error
+    logic.on_synced(2, [workflow(50)], "v1alpha7")
+    assert len(new_reader.calls) == 1
+    new_reader.finish(TOKEN)
+    assert logic.handle.one(msg)[2]["variables"]["DW_WORKFLOW_TOKEN"] == TOKEN
