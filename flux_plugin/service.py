@@ -16,6 +16,7 @@ the service, 3 invalid configuration at startup.
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 import syslog
@@ -128,9 +129,15 @@ def _serve(h: Any, verbose: bool) -> Tuple[int, bool]:
     except ConfigError as exc:
         log(syslog.LOG_ERR, str(exc))
         return EXIT_CONFIG, False
+    except OSError as exc:  # connected to a broker on its way down: try the next one
+        log(syslog.LOG_ERR, f"cannot read the broker's config: {exc}")
+        return EXIT_RUNTIME, True
     try:
         h.service_register(SERVICE).get()
     except OSError as exc:
+        if exc.errno != errno.EEXIST:
+            log(syslog.LOG_ERR, f"cannot register the {SERVICE} service: {exc}")
+            return EXIT_RUNTIME, True
         log(syslog.LOG_ERR, f"cannot register the {SERVICE} service ({exc}); is the "
             "copy-offload broker module loaded, or another copy running?")
         return EXIT_REGISTER, False
@@ -173,16 +180,20 @@ def _serve(h: Any, verbose: bool) -> Tuple[int, bool]:
         if error is not None:
             log(syslog.LOG_ERR, f"new configuration ignored: {error}")
 
-    config_stream = h.rpc("config.get", flags=FLUX_RPC_STREAMING)  # keep a reference
-    config_stream.then(on_config)
-
-    log(syslog.LOG_INFO, "started (standalone)")
     rc, lost = 0, False
+    config_stream = None  # kept referenced while the reactor runs
     try:
+        config_stream = h.rpc("config.get", flags=FLUX_RPC_STREAMING)
+        config_stream.then(on_config)
+        log(syslog.LOG_INFO, "started (standalone)")
         if h.reactor_run() < 0 and not stopped[0]:
             lost = True  # the connection failed: the broker went away
     except KeyboardInterrupt:
         rc = 0
+    except OSError as exc:  # a send failed: the broker went away under us
+        log(syslog.LOG_ERR, f"broker connection failed: {exc}")
+        lost = not stopped[0]
+        rc = 0 if stopped[0] else EXIT_RUNTIME
     except Exception as exc:
         log(syslog.LOG_ERR, f"stopped by an error: {type(exc).__name__}: {exc}")
         rc = EXIT_RUNTIME

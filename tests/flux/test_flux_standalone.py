@@ -89,7 +89,7 @@ def test_standalone_service_reconnects_after_a_broker_restart(tmp_path, start_in
             second.stop_clean()
             deadline = time.monotonic() + 60
             while log.read_text().count("reconnecting") < 2:
-                assert time.monotonic() < deadline and svc.poll() is None
+                assert time.monotonic() < deadline and svc.poll() is None, log.read_text()
                 time.sleep(0.1)
         svc.send_signal(signal.SIGTERM)
         svc.communicate(timeout=60)
