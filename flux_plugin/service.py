@@ -55,13 +55,16 @@ def _stop_on_signals() -> None:
         signal.signal(s, stop)
 
 
-def _connect(log_stderr: Callable[[str], None], give_up_after: float) -> Any:
+def _connect(log_stderr: Callable[[str], None], give_up_after: float,
+             first_wait: float = 0.0) -> Any:
     """A new broker handle; after a broker restart, retried (1 s doubling to 10 s) until
-    ``give_up_after`` seconds pass. Returns None when it gave up."""
+    ``give_up_after`` seconds pass. Returns None when it gave up. ``first_wait``: seconds to
+    wait before the first try (when the last connection did not last)."""
     import flux
 
     deadline = time.monotonic() + give_up_after
     delay = 1.0
+    time.sleep(first_wait)
     while True:
         try:
             return flux.Flux()
@@ -88,15 +91,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{SERVICE}: {text}", file=sys.stderr, flush=True)
 
     h = flux.Flux()
+    first_wait = 0.0
     try:
         while True:
+            t_start = time.monotonic()
             rc, lost = _serve(h, args.verbose)
             if not lost:
                 return rc
             _stop_on_signals()
             del h
+            # A connection that fails at once (a broker on its way down) is not retried in
+            # a tight loop: wait 1 s doubling to 10 s while that goes on.
+            lasted = time.monotonic() - t_start > 10.0
+            first_wait = 0.0 if lasted else min(max(first_wait * 2, 1.0), 10.0)
             log_stderr("lost the connection to the broker (restarted?); reconnecting")
-            h = _connect(log_stderr, args.reconnect_for)
+            h = _connect(log_stderr, args.reconnect_for, first_wait)
             if h is None:
                 return EXIT_RUNTIME
             log_stderr("reconnected to the broker")

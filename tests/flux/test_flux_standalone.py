@@ -98,5 +98,5 @@ def test_standalone_service_reconnects_after_a_broker_restart(tmp_path, start_in
             second.stop_clean()
     assert svc.returncode == 0, err
     assert "lost the connection to the broker" in err and "reconnected to the broker" in err
-    assert err.count("started (standalone)") == 2
+    assert err.count("started (standalone)") >= 2  # more if it caught a broker going down
     assert "before-restart" not in err and "after-restart" not in err
