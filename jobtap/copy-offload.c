@@ -93,7 +93,7 @@ static void scan_directives (const char *s, bool *asks, bool *container)
     char *copy, *tok, *save = NULL;
     bool after_dw = false;
 
-    if (!(copy = strdup (s)))
+    if (!(copy = strdup (s)))  /* ours; freed below */
         return;
     for (tok = strtok_r (copy, " \t\r\n", &save); tok;
          tok = strtok_r (NULL, " \t\r\n", &save)) {
@@ -306,7 +306,7 @@ static int send_prepare (struct prep *prep)
     if (flux_future_then (f, left, prepare_cb, prep) < 0)
         goto error;
     flux_future_destroy (prep->f);
-    prep->f = f;
+    prep->f = f;  /* owned by prep from here: destroyed by prolog_stop or prep_decref */
     return 0;
 error:
     flux_future_destroy (f);
@@ -344,6 +344,7 @@ static bool retry_later (struct prep *prep, int errnum)
         return false;
     if (flux_reactor_now (r) + RETRY_DELAY >= prep->deadline)
         return false;
+    /* The timer is owned by prep (destroyed by prolog_stop or prep_decref). */
     if (!prep->retry
         && !(prep->retry = flux_timer_watcher_create (r, RETRY_DELAY, 0.,
                                                       retry_cb, prep))) {
@@ -461,7 +462,7 @@ static int run_cb (flux_plugin_t *p,
     prep->p = p;
     prep->id = id;
     prep->userid = userid;
-    prep->dw = json_incref (dw);
+    prep->dw = json_incref (dw);  /* prep's own reference; the jobspec may go first */
     prep->deadline = flux_reactor_now (flux_get_reactor (h)) + rpc_timeout;
     if (scan_dw (dw, &prep->asks, &container) < 0)
         prep->asks = false; /* rejected at validate; only for jobs from before */
@@ -537,7 +538,7 @@ static int inactive_cb (flux_plugin_t *p,
                              "{s:I}",
                              "id", id)))
         flux_log_error (h, "copy-offload: sending copy-offload.forget");
-    flux_future_destroy (f);
+    flux_future_destroy (f);  /* NORESPONSE: nothing comes back to it */
     return 0;
 }
 
