@@ -166,3 +166,13 @@ def test_burst_of_fifty_jobs_each_task_sees_its_own_token(instance, kube):
     assert len(set(seen.values())) == count
     for job in ids:
         assert seen[job].startswith(f"jobid={instance.decimal(job)}.")
+
+
+def test_stats_show_guests_no_file(instance):
+    guest = {"FLUX_HANDLE_ROLEMASK": "0x2", "FLUX_HANDLE_USERID": str(UID + 4242)}
+    code = ("import flux, json\n"
+            "print(json.dumps(flux.Flux().rpc('copy-offload.stats', {}).get()))\n")
+    shown = instance.flux("python", "-c", code, env=guest).stdout
+    assert '"synced": true' in shown and "kubeconfig" not in shown
+    assert instance.kubeconfig not in shown
+    assert instance.stats()["config"]["kubeconfig"] == instance.kubeconfig  # the owner
