@@ -12,7 +12,7 @@ import collections
 import os
 import select
 import threading
-from typing import Any, Callable, Deque, Tuple
+from typing import Any, Callable, Deque, Optional, Tuple
 
 
 class CallQueue:
@@ -31,7 +31,14 @@ class CallQueue:
         return self._rfd
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Queue ``fn(*args)`` for the consuming thread (callable from any thread)."""
+        """Queue ``fn(*args)`` for the consuming thread (callable from any thread).
+
+        The call, the flag and the wakeup byte change together under the lock, so the
+        invariant "calls queued => a byte in the pipe" holds whenever the lock is free:
+        ``drain`` can never eat a byte whose call it does not take (a lost wakeup), and
+        ``close`` can never close the pipe under a writer (whose fd number the process
+        may already have reused).
+        """
         with self._lock:
             if self._closed:
                 return
@@ -39,24 +46,37 @@ class CallQueue:
             if self._signalled:
                 return
             self._signalled = True
-        try:
-            os.write(self._wfd, b"x")
-        except (BlockingIOError, OSError):
-            pass
+            try:
+                os.write(self._wfd, b"x")  # one byte per wakeup: the pipe never fills
+            except OSError:
+                pass
 
     def drain(self) -> int:
-        """Run every queued call on the calling thread; returns how many ran."""
+        """Run every queued call on the calling thread; returns how many ran.
+
+        Every taken call runs even if an earlier one raises (none is dropped); the first
+        exception is raised after the last call.
+        """
         with self._lock:
+            if self._closed:
+                return 0
+            try:
+                while os.read(self._rfd, 4096):
+                    pass
+            except OSError:  # BlockingIOError: the pipe is empty
+                pass
             self._signalled = False
             calls = list(self._calls)
             self._calls.clear()
-        try:
-            while os.read(self._rfd, 4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
+        first: Optional[BaseException] = None
         for fn, args in calls:
-            fn(*args)
+            try:
+                fn(*args)
+            except Exception as exc:
+                if first is None:
+                    first = exc
+        if first is not None:
+            raise first
         return len(calls)
 
     def wait(self, timeout: float) -> bool:
@@ -70,8 +90,8 @@ class CallQueue:
                 return
             self._closed = True
             self._calls.clear()
-        for fd in (self._rfd, self._wfd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            for fd in (self._rfd, self._wfd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass

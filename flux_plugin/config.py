@@ -6,6 +6,7 @@ Example (every key optional; these are the defaults)::
     kubeconfig = ""                      # "" = $KUBECONFIG, ~/.kube/config, then in-cluster
     namespace = "default"                # where flux-coral2 creates fluxjob-<jobid>
     prepare-timeout = 1800.0             # seconds a job may wait for PreRun/ready
+    workflow-grace = 60.0                # seconds a job waits for a Workflow that is missing
     api-group = "dataworkflowservices.github.io"
     api-versions = ["v1alpha7", "v1alpha6"]   # the first one the API server serves is used
     env-keys = ["*"]                     # status.env keys passed to the job (fnmatch patterns)
@@ -36,6 +37,7 @@ class ServiceConfig:
     kubeconfig: Optional[str] = None
     namespace: str = "default"
     prepare_timeout: float = 1800.0
+    workflow_grace: float = 60.0
     api_group: str = "dataworkflowservices.github.io"
     api_versions: Tuple[str, ...] = ("v1alpha7", "v1alpha6")
     env_keys: Tuple[str, ...] = ("*",)
@@ -111,6 +113,7 @@ def parse_config(conf: Optional[Dict[str, Any]]) -> ServiceConfig:
         kubeconfig=kubeconfig,
         namespace=namespace,
         prepare_timeout=_num(table, "prepare-timeout", d.prepare_timeout, minimum=0.1),
+        workflow_grace=_num(table, "workflow-grace", d.workflow_grace, minimum=0.0),
         api_group=api_group,
         api_versions=_strlist(table, "api-versions", d.api_versions),
         env_keys=_strlist(table, "env-keys", d.env_keys),
@@ -122,10 +125,19 @@ def parse_config(conf: Optional[Dict[str, Any]]) -> ServiceConfig:
     )
 
 
-def config_summary(cfg: ServiceConfig) -> Dict[str, Any]:
-    """The settings as TOML-style keys, for the stats RPC (nothing secret in here)."""
+FILE_KEYS = ("kubeconfig",)
+
+
+def config_summary(cfg: ServiceConfig, *, files: bool = True) -> Dict[str, Any]:
+    """The settings as TOML-style keys, for the stats RPC (nothing secret in here).
+
+    ``files=False`` leaves out the keys that name a file (for requests from guests: where the
+    instance keeps its Kubernetes credentials is the owner's business).
+    """
     out: Dict[str, Any] = {}
     for f in fields(cfg):
+        if not files and f.name in FILE_KEYS:
+            continue
         value = getattr(cfg, f.name)
         out[f.name.replace("_", "-")] = list(value) if isinstance(value, tuple) else value
     return out

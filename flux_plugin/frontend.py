@@ -10,7 +10,7 @@ RPCs (topic prefix = the service name, ``copy-offload``):
 
 - ``prepare {id, userid, dw?}`` -> ``{"variables": {NAME: value}}`` (instance owner only)
 - ``forget {id}`` -> ``{}``; the job is inactive (instance owner only)
-- ``stats {}`` -> counters, see TokenService.stats
+- ``stats {}`` -> counters, see TokenService.stats (guests: without settings naming a file)
 - ``env {id}`` -> ``{"variables": ...}`` with the token redacted (instance owner only)
 """
 
@@ -139,7 +139,8 @@ class Frontend:
         self._guard("env", run, msg)
 
     def stats(self, msg: Any) -> None:
-        self._guard("stats", lambda: self.h.respond(msg, self.rt.logic.stats()), msg)
+        self._guard("stats", lambda: self.h.respond(
+            msg, self.rt.logic.stats(files=is_owner(msg))), msg)
 
     def reload(self, conf: Optional[Dict[str, Any]]) -> Optional[str]:
         """Apply a new config object; returns an error text if it is invalid (nothing changes)."""

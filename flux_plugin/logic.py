@@ -13,9 +13,10 @@ A job's answer comes from the watch cache: the Workflow ``fluxjob-<id>`` at PreR
 ``ready: true`` gives ``DW_WORKFLOW_NAME``, ``DW_WORKFLOW_NAMESPACE``, the allowed
 ``status.env`` keys and, when ``status.workflowToken`` is set, ``DW_WORKFLOW_TOKEN`` from one
 Secret GET. Until then the request waits, with a deadline; a Workflow in ``status: Error`` or
-past PreRun fails it at once; a Workflow that does not exist once the cache is in sync answers
-at once (an error only for a job that asked for copy-offload). Tokens are kept only until the
-job becomes inactive, and never logged.
+past PreRun fails it at once; a Workflow that does not exist once the cache is in sync is
+waited for from the watch for ``workflow-grace`` seconds (the watch may lag, or flux-coral2 may
+be re-creating it after a restart), then answered (an error only for a job that asked for
+copy-offload). Tokens are kept only until the job becomes inactive, and never logged.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class Pending:
     asks: bool
     deadline: float
     t_request: float
+    grace_end: float = 0.0
+    seen: bool = False  # its Workflow was in the cache once (so a later absence is a deletion)
     done: bool = False
 
 
@@ -128,7 +131,17 @@ class TokenService:
 
     def attach(self, generation: int, reader: Any,
                watch_counters: Callable[[], Dict[str, Any]]) -> None:
-        """Use a new watcher generation and token reader (at start and after a reconfig)."""
+        """Use a new watcher generation and token reader (at start and after a reconfig).
+
+        Secret reads still in flight belong to the old reader (whose client is being closed):
+        their results are dropped, and their jobs wait again, to be read anew by the new
+        generation once its list is in.
+        """
+        for name, read in self._reads.items():
+            waiting = [p for p in read.waiters if not p.done]
+            if waiting:
+                self._pending.setdefault(name, []).extend(waiting)
+        self._reads.clear()
         self.generation = generation
         self._reader = reader
         self._watch_counters = watch_counters
@@ -162,10 +175,13 @@ class TokenService:
             return
         now = self._clock()
         p = Pending(msg=msg, jobid=jobid, owner=owner, name=workflow_name(jobid), asks=asks,
-                    deadline=now + self.cfg.prepare_timeout, t_request=now)
+                    deadline=now + self.cfg.prepare_timeout, t_request=now,
+                    grace_end=now + self.cfg.workflow_grace)
         if not self._try(p, None):
             self._pending.setdefault(p.name, []).append(p)
             heapq.heappush(self._deadlines, (p.deadline, next(self._seq), p))
+            if p.grace_end < p.deadline:  # wake up to re-check a still missing Workflow
+                heapq.heappush(self._deadlines, (p.grace_end, next(self._seq), p))
 
     def forget(self, jobid: int) -> None:
         """The job is inactive: drop its variables and token, and any request still waiting."""
@@ -180,11 +196,12 @@ class TokenService:
                 self._fail(p, errno.ECANCELED, f"job {jobid} became inactive before it "
                            "got its variables")
 
-    def stats(self) -> Dict[str, Any]:
-        """Counters for ``flux copy-offload status`` (no tokens, no variables)."""
+    def stats(self, *, files: bool = True) -> Dict[str, Any]:
+        """Counters for ``flux copy-offload status`` (no tokens, no variables); ``files=False``
+        leaves out settings that name a file (the answer to a guest)."""
         n = self._latency_n
         return {
-            "config": config_summary(self.cfg),
+            "config": config_summary(self.cfg, files=files),
             "synced": self.synced,
             "lost-reason": "" if self.synced else self.lost_reason,
             "workflows-cached": len(self.cache),
@@ -216,11 +233,16 @@ class TokenService:
         return self._deadlines[0][0] if self._deadlines else None
 
     def expire(self) -> None:
-        """Time out every request whose deadline passed."""
+        """Time out every request whose deadline passed; re-check those whose grace ended."""
         now = self._clock()
         while self._deadlines and (self._deadlines[0][2].done or self._deadlines[0][0] <= now):
             _, _, p = heapq.heappop(self._deadlines)
             if p.done:
+                continue
+            if p.deadline > now:  # the grace for a missing Workflow ended
+                self._unlist(p)
+                if not self._try(p, None):
+                    self._pending.setdefault(p.name, []).append(p)
                 continue
             self._drop_pending(p)
             self.counts["timeouts"] += 1
@@ -312,15 +334,25 @@ class TokenService:
         ns = self.cfg.namespace
         view = self.cache.get(p.name)
         if view is None:
-            if p.asks:
+            if not p.seen and self._clock() < p.grace_end:
+                return False  # the watch may still bring it
+            if p.asks and p.seen:
+                self._fail(p, errno.ENOENT, f"Workflow {ns}/{p.name} of job {p.jobid} was "
+                           "deleted before the job started; check flux-coral2's coral2_dws "
+                           "service and 'flux job eventlog' for the job's exception")
+            elif p.asks:
+                grace = p.grace_end - p.t_request
                 self._fail(p, errno.ENOENT, f"job {p.jobid} asked for copy-offload but its "
-                           f"Workflow {ns}/{p.name} does not exist; check that flux-coral2's "
-                           "coral2_dws service is running and that [copy-offload] namespace "
-                           "is where it creates Workflows")
+                           f"Workflow {ns}/{p.name} did not appear within {grace:g}s "
+                           "([copy-offload] workflow-grace); check that flux-coral2's "
+                           "coral2_dws service is running and created it ('kubectl get "
+                           f"workflows.{self.cfg.api_group} -n {ns} {p.name}'), and that "
+                           "[copy-offload] namespace is where it creates Workflows")
             else:
                 self.counts["no-workflow"] += 1
                 self._answer(p, {}, None)
             return True
+        p.seen = True
         if view.user_id is not None and view.user_id != p.owner:
             self._fail(p, errno.EPERM, f"Workflow {ns}/{p.name} belongs to uid {view.user_id}, "
                        f"not to the job's owner uid {p.owner}; refusing to hand out its token")
@@ -356,10 +388,14 @@ class TokenService:
         self._reads[p.name] = read
         self.counts["secret-reads"] += 1
         secret, secret_ns = view.token_ref or ("", "")
+        generation = self.generation
         self._reader.read(secret, secret_ns or self.cfg.namespace,
-                          lambda token, error: self._token_read(p.name, token, error))
+                          lambda token, error: self._token_read(p.name, token, error, generation))
 
-    def _token_read(self, name: str, token: Optional[str], error: Optional[KubeError]) -> None:
+    def _token_read(self, name: str, token: Optional[str], error: Optional[KubeError],
+                    generation: int) -> None:
+        if generation != self.generation:
+            return  # read by a reader of before a reconfiguration; its jobs wait again
         read = self._reads.pop(name, None)
         if read is None:
             return
@@ -402,6 +438,10 @@ class TokenService:
 
     def _drop_pending(self, p: Pending) -> None:
         p.done = True
+        self._unlist(p)
+
+    def _unlist(self, p: Pending) -> None:
+        """Take ``p`` off its Workflow's waiting list (it stays undecided)."""
         ps = self._pending.get(p.name)
         if ps is not None:
             rest = [q for q in ps if q is not p]

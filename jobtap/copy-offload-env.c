@@ -76,6 +76,9 @@ static int check_entry (flux_shell_t *shell, const char *text)
     const char *name;
     int rc = 0;
 
+    /* 'entry' is ours (decref'd before return); 'name', 'context' and
+     * 'desc' borrow from it, so nothing below outlives it.
+     */
     if (!(entry = json_loads (text, 0, NULL))
         || json_unpack (entry, "{s:s s?o}", "name", &name,
                         "context", &context) < 0) {
@@ -128,6 +131,10 @@ static int read_env_event (flux_shell_t *shell, flux_t *h, flux_jobid_t id,
     const char *text;
     int rc = 0;
 
+    /* 'f' is ours until the end of this function; 'text' borrows from it
+     * until the next flux_future_reset.  The shell runs nothing else on this
+     * job meanwhile (shell.init blocks), so no callback can free either.
+     */
     if (!(f = flux_job_event_watch (h, id, "eventlog", 0))) {
         shell_log_errno ("cannot watch the job eventlog");
         return -1;

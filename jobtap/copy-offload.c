@@ -55,7 +55,21 @@
 #define DEFAULT_TIMEOUT 1860.
 #define RETRY_DELAY 1.
 
+/* One dw job's copy-offload prolog.
+ *
+ * Ownership: allocated in run_cb with one reference, which the job's aux
+ * list owns (prep_release is its destructor: the job-manager calls it when
+ * the job is destroyed, or when this plugin is removed).  Every callback that
+ * may make the job end while it runs (prepare_cb, retry_cb) holds a second
+ * reference for its duration, so the struct outlives any job-ending call it
+ * makes.  Once 'attached' is false the job is gone: touch nothing of the job.
+ * The future 'f' and the timer 'retry' are owned by the struct and destroyed
+ * with it (or earlier, when the prolog finishes); their callbacks never run
+ * after that.  'dw' holds a reference on the jobspec's dw value.
+ */
 struct prep {
+    int refcount;
+    bool attached;  /* still in the job's aux list (the job exists) */
     flux_plugin_t *p;
     flux_jobid_t id;
     int userid;
@@ -79,7 +93,7 @@ static void scan_directives (const char *s, bool *asks, bool *container)
     char *copy, *tok, *save = NULL;
     bool after_dw = false;
 
-    if (!(copy = strdup (s)))
+    if (!(copy = strdup (s)))  /* ours; freed below */
         return;
     for (tok = strtok_r (copy, " \t\r\n", &save); tok;
          tok = strtok_r (NULL, " \t\r\n", &save)) {
@@ -157,10 +171,15 @@ static int validate_cb (flux_plugin_t *p,
     return 0;
 }
 
-static void prep_destroy (void *arg)
+static struct prep *prep_incref (struct prep *prep)
 {
-    struct prep *prep = arg;
-    if (prep) {
+    prep->refcount++;
+    return prep;
+}
+
+static void prep_decref (struct prep *prep)
+{
+    if (prep && --prep->refcount == 0) {
         int saved_errno = errno;
         flux_watcher_destroy (prep->retry);
         flux_future_destroy (prep->f);
@@ -170,19 +189,50 @@ static void prep_destroy (void *arg)
     }
 }
 
-static void prolog_done (struct prep *prep, int status)
+/* The job-aux destructor: the job is being destroyed (or the plugin
+ * removed).  Drop the job's reference; a callback still running keeps its own.
+ */
+static void prep_release (void *arg)
 {
-    if (!prep->active)
-        return;
+    struct prep *prep = arg;
+    if (prep) {
+        prep->attached = false;
+        prep->active = false;
+        prep_decref (prep);
+    }
+}
+
+/* Stop waiting: no re-send, no late reply.  Returns false if the prolog had
+ * already finished.  Touches only the struct, never the job.
+ */
+static bool prolog_stop (struct prep *prep)
+{
+    if (!prep->active || !prep->attached)
+        return false;
     prep->active = false;
     flux_watcher_destroy (prep->retry);
     prep->retry = NULL;
     flux_future_destroy (prep->f);  /* a late reply is of no use */
     prep->f = NULL;
-    if (flux_jobtap_prolog_finish (prep->p, prep->id, PROLOG_NAME, status) < 0)
-        flux_log_error (flux_jobtap_get_flux (prep->p),
+    return true;
+}
+
+/* Finish the prolog of job 'id'.  This can end the job (and so run
+ * prep_release) before it returns: it takes plain values, and callers touch
+ * no job state after it.
+ */
+static void prolog_finish (flux_plugin_t *p, flux_jobid_t id, int status)
+{
+    if (flux_jobtap_prolog_finish (p, id, PROLOG_NAME, status) < 0)
+        flux_log_error (flux_jobtap_get_flux (p),
                         "copy-offload: finishing the prolog of job %ju",
-                        (uintmax_t)prep->id);
+                        (uintmax_t)id);
+}
+
+static void prolog_done (struct prep *prep, int status)
+{
+    if (prolog_stop (prep))
+        prolog_finish (prep->p, prep->id, status);  /* last use of the job */
 }
 
 /* The service could not give the job its variables: a job that asked for
@@ -190,27 +240,31 @@ static void prolog_done (struct prep *prep, int status)
  */
 static void prepare_failed (struct prep *prep, const char *what)
 {
-    flux_t *h = flux_jobtap_get_flux (prep->p);
+    flux_plugin_t *p = prep->p;
+    flux_jobid_t id = prep->id;
+    flux_t *h = flux_jobtap_get_flux (p);
 
     if (prep->asks) {
-        if (flux_jobtap_raise_exception (prep->p,
-                                         prep->id,
-                                         EXCEPTION_TYPE,
-                                         0,
-                                         "copy-offload: %s",
-                                         what) < 0)
+        /* Stop first, so exception_cb (run inside the raise) does not
+         * finish the prolog: the job cannot end while the prolog is active,
+         * and so it is still there for prolog_finish, which may end it.
+         */
+        if (!prolog_stop (prep))
+            return;
+        if (flux_jobtap_raise_exception (p, id, EXCEPTION_TYPE, 0,
+                                         "copy-offload: %s", what) < 0)
             flux_log_error (h, "copy-offload: raising an exception on job %ju",
-                            (uintmax_t)prep->id);
-        prolog_done (prep, 1);
+                            (uintmax_t)id);
+        prolog_finish (p, id, 1);
         return;
     }
     flux_log (h, LOG_WARNING, "copy-offload: job %ju proceeds without "
-              "copy-offload variables: %s", (uintmax_t)prep->id, what);
-    if (flux_jobtap_event_post_pack (prep->p, prep->id, ENV_EVENT,
-                                     "{s:{}}", "variables") < 0)
+              "copy-offload variables: %s", (uintmax_t)id, what);
+    if (flux_jobtap_event_post_pack (p, id, ENV_EVENT, "{s:{}}",
+                                     "variables") < 0)
         flux_log_error (h, "copy-offload: posting %s to job %ju",
-                        ENV_EVENT, (uintmax_t)prep->id);
-    prolog_done (prep, 0);
+                        ENV_EVENT, (uintmax_t)id);
+    prolog_done (prep, 0);  /* a no-op if the post ended the job */
 }
 
 static bool all_strings (json_t *o)
@@ -252,7 +306,7 @@ static int send_prepare (struct prep *prep)
     if (flux_future_then (f, left, prepare_cb, prep) < 0)
         goto error;
     flux_future_destroy (prep->f);
-    prep->f = f;
+    prep->f = f;  /* owned by prep from here: destroyed by prolog_stop or prep_decref */
     return 0;
 error:
     flux_future_destroy (f);
@@ -264,16 +318,15 @@ static void retry_cb (flux_reactor_t *r,
                       int revents,
                       void *arg)
 {
-    struct prep *prep = arg;
+    struct prep *prep = prep_incref (arg);  /* prepare_failed may end the job */
     char what[256];
 
-    if (!prep->active)
-        return;
-    if (send_prepare (prep) < 0) {
+    if (prep->active && send_prepare (prep) < 0) {
         snprintf (what, sizeof (what), "cannot re-send copy-offload.prepare: "
                   "%s", strerror (errno));
         prepare_failed (prep, what);
     }
+    prep_decref (prep);
 }
 
 /* The service went away while it held the request (EHOSTUNREACH), or has
@@ -291,6 +344,7 @@ static bool retry_later (struct prep *prep, int errnum)
         return false;
     if (flux_reactor_now (r) + RETRY_DELAY >= prep->deadline)
         return false;
+    /* The timer is owned by prep (destroyed by prolog_stop or prep_decref). */
     if (!prep->retry
         && !(prep->retry = flux_timer_watcher_create (r, RETRY_DELAY, 0.,
                                                       retry_cb, prep))) {
@@ -307,9 +361,8 @@ static bool retry_later (struct prep *prep, int errnum)
     return true;
 }
 
-static void prepare_cb (flux_future_t *f, void *arg)
+static void prepare_reply (struct prep *prep, flux_future_t *f)
 {
-    struct prep *prep = arg;
     json_t *variables = NULL;
     char what[512];
 
@@ -360,7 +413,18 @@ static void prepare_cb (flux_future_t *f, void *arg)
         prepare_failed (prep, what);
         return;
     }
-    prolog_done (prep, 0);
+    prolog_done (prep, 0);  /* a no-op if the post ended the job */
+}
+
+/* The reply (or our timeout).  Any step may end the job, which runs
+ * prep_release: hold a reference until prepare_reply is done with 'prep'.
+ */
+static void prepare_cb (flux_future_t *f, void *arg)
+{
+    struct prep *prep = prep_incref (arg);
+
+    prepare_reply (prep, f);
+    prep_decref (prep);
 }
 
 static int run_cb (flux_plugin_t *p,
@@ -394,18 +458,20 @@ static int run_cb (flux_plugin_t *p,
         return 0;
     if (!(prep = calloc (1, sizeof (*prep))))
         goto error;
+    prep->refcount = 1;  /* the job's aux list takes this reference */
     prep->p = p;
     prep->id = id;
     prep->userid = userid;
-    prep->dw = json_incref (dw);
+    prep->dw = json_incref (dw);  /* prep's own reference; the jobspec may go first */
     prep->deadline = flux_reactor_now (flux_get_reactor (h)) + rpc_timeout;
     if (scan_dw (dw, &prep->asks, &container) < 0)
         prep->asks = false; /* rejected at validate; only for jobs from before */
     if (flux_jobtap_job_aux_set (p, FLUX_JOBTAP_CURRENT_JOB, PREP_AUX,
-                                 prep, prep_destroy) < 0) {
-        prep_destroy (prep);
+                                 prep, prep_release) < 0) {
+        prep_decref (prep);
         goto error;
     }
+    prep->attached = true;
     if (flux_jobtap_job_subscribe (p, FLUX_JOBTAP_CURRENT_JOB) < 0
         || flux_jobtap_prolog_start (p, PROLOG_NAME) < 0)
         goto error;
@@ -472,7 +538,7 @@ static int inactive_cb (flux_plugin_t *p,
                              "{s:I}",
                              "id", id)))
         flux_log_error (h, "copy-offload: sending copy-offload.forget");
-    flux_future_destroy (f);
+    flux_future_destroy (f);  /* NORESPONSE: nothing comes back to it */
     return 0;
 }
 

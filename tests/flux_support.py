@@ -160,3 +160,43 @@ def assert_job_got_variables(printenv_output: str, jobid: int, token: str) -> No
     assert env["DW_WORKFLOW_NAMESPACE"] == "default"
     for key, value in ENV.items():
         assert env[key] == value
+
+
+# -- memcheck logs (the valgrind mode of the real-Flux tier) -------------------------------
+
+OUR_CODE = ("copy-offload.c", "copy-offload-env.c", "copy-offload.so", "copy-offload-env.so")
+
+
+def memcheck_errors(text: str, ours: Tuple[str, ...] = OUR_CODE) -> List[str]:
+    """The error reports in one valgrind log whose stack (or allocation/free stack) names our
+    plugins; each is returned as its block of lines.
+
+    A report starts at a line ``==PID== <what>`` that is not a stack frame and runs to the next
+    blank ``==PID==`` line; ``HEAP SUMMARY``/``ERROR SUMMARY`` and friends are not reports.
+    """
+    blocks: List[List[str]] = []
+    current: List[str] = []
+    for line in text.splitlines():
+        if not line.startswith("=="):
+            continue
+        body = line.split("==", 2)[-1].strip()
+        if not body:
+            if current:
+                blocks.append(current)
+            current = []
+            continue
+        current.append(line)
+    if current:
+        blocks.append(current)
+    header_words = ("Memcheck,", "Copyright", "Using Valgrind", "Command:", "Parent PID",
+                    "HEAP SUMMARY", "LEAK SUMMARY", "ERROR SUMMARY", "For lists of",
+                    "For counts of", "in use at exit", "total heap usage", "All heap blocks",
+                    "Rerun with", "To see them", "Warning: set address range perms")
+    errors = []
+    for block in blocks:
+        head = block[0].split("==", 2)[-1].strip()
+        if any(head.startswith(w) for w in header_words):
+            continue
+        if any(name in line for line in block for name in ours):
+            errors.append("\n".join(block))
+    return errors

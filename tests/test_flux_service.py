@@ -148,8 +148,8 @@ def test_timeout_for_job_without_copy_offload_proceeds_without_token(kube, servi
                                     "DW_WORKFLOW_NAMESPACE": "default"}
 
 
-def test_missing_workflow_is_answered_at_once(kube, service):
-    svc = service(prepare_timeout=60.0)
+def test_missing_workflow_is_answered_at_once_without_a_grace(kube, service):
+    svc = service(prepare_timeout=60.0, workflow_grace=0.0)
     svc.synced()
     t0 = time.monotonic()
     plain = svc.prepare(31, dw=PLAIN_DW)
@@ -158,7 +158,20 @@ def test_missing_workflow_is_answered_at_once(kube, service):
     assert svc.handle.one(plain) == ("ok", plain, {"variables": {}})
     kind, _, errnum, text = svc.handle.one(co)
     assert (kind, errnum) == ("error", errno.ENOENT)
-    assert "fluxjob-32 does not exist" in text and "coral2_dws" in text
+    assert "fluxjob-32 did not appear within 0s" in text and "coral2_dws" in text
+
+
+def test_missing_workflow_created_later_is_served_from_the_watch(kube, service):
+    kube.put(token_secret(35))
+    svc = service(prepare_timeout=60.0, workflow_grace=30.0)
+    svc.synced()
+    msg = svc.prepare(35, dw=CO_DW)
+    svc.settle()
+    assert svc.handle.for_msg(msg) == []  # waiting, not "does not exist"
+    kube.put(workflow(35))  # flux-coral2 (re)creates it
+    kind, _, payload = svc.wait_reply(msg)
+    assert kind == "ok" and payload["variables"]["DW_WORKFLOW_TOKEN"] == TOKEN
+    assert kube.count(plural=WF, verb="get") == 0
 
 
 def test_workflow_past_prerun_or_deleted_fails(kube, service):
@@ -347,7 +360,7 @@ def test_api_version_probe_falls_back(kube, service):
 def test_reconfigure_namespace_starts_a_new_watch(kube, service):
     kube.put(workflow(83, namespace="other"))
     kube.put(token_secret(83, namespace="other"))
-    svc = service()
+    svc = service(workflow_grace=0.0)  # absent from "default": answered at once
     svc.synced()
     assert svc.handle.one(svc.prepare(83, dw=PLAIN_DW))[2] == {"variables": {}}
     svc.logic.forget(83)

@@ -3,7 +3,9 @@ and the service logic on a virtual clock (no threads, no sockets)."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import json
 import threading
 import time
 from typing import Any, List, Optional
@@ -257,3 +259,114 @@ def test_forget_during_the_secret_read_keeps_no_token(logic):
     logic.reader.finish(TOKEN)  # the GET comes back after the job went inactive
     assert logic.handle.for_msg(msg) == [logic.handle.replies[0]]
     assert logic.stats()["jobs-with-token"] == 0 and logic.given(9) is None
+
+
+# -- a Workflow that does not exist yet: waited for within workflow-grace ---------------------
+
+
+def with_grace(logic: TokenService, grace: float) -> TokenService:
+    logic.cfg = dataclasses.replace(logic.cfg, workflow_grace=grace)
+    logic.on_synced(1, [], "v1alpha7")
+    return logic
+
+
+def test_missing_workflow_that_appears_within_the_grace_is_served(logic):
+    msg = prepare(with_grace(logic, 10.0), 40)
+    assert logic.handle.replies == [] and logic.next_deadline() == 110.0
+    logic.clock.now = 105.0
+    logic.on_event(1, "ADDED", workflow(40), 105.0)
+    logic.reader.finish(TOKEN)
+    assert logic.handle.one(msg)[2]["variables"]["DW_WORKFLOW_TOKEN"] == TOKEN
+    assert logic.next_deadline() is None
+
+
+def test_missing_workflow_fails_when_the_grace_ends_naming_it_and_what_to_check(logic):
+    co, plain = prepare(with_grace(logic, 10.0), 41), prepare(logic, 42, dw=PLAIN_DW)
+    logic.clock.now = 109.9
+    logic.expire()
+    assert logic.handle.replies == []
+    logic.clock.now = 110.0
+    logic.expire()
+    kind, _, errnum, text = logic.handle.one(co)
+    assert (kind, errnum) == ("error", errno.ENOENT)
+    assert "Workflow default/fluxjob-41 did not appear within 10s" in text
+    assert "workflow-grace" in text and "coral2_dws" in text
+    assert "kubectl get workflows.dataworkflowservices.github.io -n default fluxjob-41" in text
+    assert logic.handle.one(plain) == ("ok", plain, {"variables": {}})  # asked for nothing
+    assert logic.next_deadline() is None  # the 30 s timeouts are no longer armed
+
+
+def test_a_deleted_workflow_fails_at_once_without_a_grace(logic):
+    logic.cfg = dataclasses.replace(logic.cfg, workflow_grace=10.0)
+    logic.on_synced(1, [workflow(43, state="Setup", ready=False)], "v1alpha7")
+    msg = prepare(logic, 43)
+    logic.on_event(1, "DELETED", workflow(43, state="Setup", ready=False), 101.0)
+    kind, _, errnum, text = logic.handle.one(msg)
+    assert errnum == errno.ENOENT and "fluxjob-43 of job 43 was deleted" in text
+
+
+def test_zero_grace_answers_a_missing_workflow_at_once(logic):
+    msg = prepare(with_grace(logic, 0.0), 44)
+    assert logic.handle.one(msg)[2] == errno.ENOENT
+
+
+def test_stats_name_no_file_for_guests(logic):
+    logic.cfg = dataclasses.replace(logic.cfg, kubeconfig="/etc/flux/system/kubeconfig")
+    assert logic.stats()["config"]["kubeconfig"] == "/etc/flux/system/kubeconfig"
+    guest = json.dumps(logic.stats(files=False))
+    assert "kubeconfig" not in guest and "/etc/flux" not in guest
+
+
+def test_workflow_grace_is_parsed_and_checked():
+    assert parse_config({"copy-offload": {"workflow-grace": 5}}).workflow_grace == 5.0
+    assert parse_config(None).workflow_grace == 60.0
+    with pytest.raises(ConfigError, match="workflow-grace must be at least 0"):
+        parse_config({"copy-offload": {"workflow-grace": -1}})
+
+
+# -- the memcheck log reader of the real-Flux valgrind mode ---------------------------------
+
+VALGRIND_LOG = """==77== Memcheck, a memory error detector
+==77== Command: /opt/flux/libexec/flux/cmd/flux-broker -c/tmp/conf
+==77==
+==77== Thread 15 job-manager:
+==77== Invalid read of size 1
+==77==    at 0xED678DA: prolog_done (copy-offload.c:175)
+==77==    by 0xED67A29: prepare_failed (copy-offload.c:204)
+==77==  Address 0x1216f45e is 62 bytes inside a block of size 64 free'd
+==77==    at 0x484417B: free (vg_replace_malloc.c:872)
+==77==    by 0xED678B8: prep_destroy (copy-offload.c:168)
+==77==
+==77== Conditional jump or move depends on uninitialised value(s)
+==77==    at 0x4A1B2C3: zhashx_lookup (zhashx.c:120)
+==77==
+==77== HEAP SUMMARY:
+==77==     in use at exit: 59,822 bytes in 162 blocks
+==77==
+==77== ERROR SUMMARY: 2 errors from 2 contexts (suppressed: 0 from 0)
+"""
+
+
+def test_memcheck_reader_keeps_only_reports_that_name_our_plugins():
+    from flux_support import memcheck_errors
+
+    errors = memcheck_errors(VALGRIND_LOG)
+    assert len(errors) == 1
+    assert "Invalid read of size 1" in errors[0] and "prep_destroy" in errors[0]
+    assert memcheck_errors(VALGRIND_LOG.replace("copy-offload.c", "other.c")) == []
+    assert memcheck_errors("==5== Memcheck, a memory error detector\n==5== \n"
+                           "==5== ERROR SUMMARY: 0 errors from 0 contexts\n") == []
+
+
+def test_a_secret_read_in_flight_across_a_reconfigure_is_read_again_not_failed(logic):
+    logic.on_synced(1, [workflow(50)], "v1alpha7")
+    msg = prepare(logic, 50)
+    old_reader, new_reader = logic.reader, Reader()
+    assert len(old_reader.calls) == 1
+    logic.attach(2, new_reader, dict)  # new Kubernetes settings: the old client is closed
+    old_reader.finish(None, KubeError(0, "Kubernetes API unreachable: client closed"))
+    assert logic.handle.for_msg(msg) == []  # not failed by the old client's error
+    logic.on_synced(2, [workflow(50)], "v1alpha7")
+    assert len(new_reader.calls) == 1
+    new_reader.finish(TOKEN)
+    assert logic.handle.one(msg)[2]["variables"]["DW_WORKFLOW_TOKEN"] == TOKEN

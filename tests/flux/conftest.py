@@ -9,6 +9,15 @@ Flux's own Python must import ``copy_offload.flux`` and ``kubernetes``. For the 
 checkout, a symlink tree makes ``copy_offload`` importable; if flux's Python lacks
 ``kubernetes``, the directory this interpreter imports it from is added (same Python
 version needed).
+
+Memory-checked mode: ``COPY_OFFLOAD_FLUX_VALGRIND=1`` builds the plugins with ``-O0 -g``, runs
+the broker under ``flux start --wrap=valgrind,...`` (memcheck; the jobtap plugin runs inside
+the job-manager, a broker module) and every job shell under valgrind too (``[exec] job-shell``
+is a wrapper; the shell plugin runs there). Each instance's teardown reads the valgrind logs
+and fails on any error report whose stacks name our plugins; nothing of ours is suppressed.
+``valgrind`` is found on PATH or through ``COPY_OFFLOAD_VALGRIND``.
+``COPY_OFFLOAD_JOBTAP_DIR`` builds the plugins from another copy of ``jobtap/`` (to check that
+the mode catches a known bug in an older version).
 """
 
 from __future__ import annotations
@@ -26,9 +35,16 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from flux_support import memcheck_errors  # noqa: E402
 from kube_double import KubeDouble  # noqa: E402
 
 FLUX = shutil.which("flux")
+VALGRIND_MODE = os.environ.get("COPY_OFFLOAD_FLUX_VALGRIND", "") not in ("", "0")
+VALGRIND = os.environ.get("COPY_OFFLOAD_VALGRIND") or shutil.which("valgrind")
+JOBTAP_DIR = os.environ.get("COPY_OFFLOAD_JOBTAP_DIR") or os.path.join(REPO, "jobtap")
+# Reports that stop at the first error of ours would hide the rest: no limit, full stacks.
+MEMCHECK = ["--tool=memcheck", "--error-limit=no", "--num-callers=40", "--leak-check=no",
+            "--track-origins=no", "--trace-children=no"]
 
 
 def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:
@@ -38,6 +54,10 @@ def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:
             item.add_marker(pytest.mark.flux)
             if FLUX is None:
                 item.add_marker(pytest.mark.skip(reason="flux is not on PATH"))
+            elif VALGRIND_MODE and not VALGRIND:
+                item.add_marker(pytest.mark.skip(
+                    reason="COPY_OFFLOAD_FLUX_VALGRIND=1 but valgrind is not on PATH "
+                    "(or set COPY_OFFLOAD_VALGRIND)"))
 
 
 def _flux_env() -> Dict[str, str]:
@@ -54,8 +74,10 @@ def _flux_env() -> Dict[str, str]:
 def plugins(tmp_path_factory: pytest.TempPathFactory) -> str:
     """``make -C jobtap`` into a temporary build directory; returns it."""
     build = str(tmp_path_factory.mktemp("jobtap-build"))
-    proc = subprocess.run(["make", "-s", "-C", os.path.join(REPO, "jobtap"), f"BUILD={build}"],
-                          env=_flux_env(), capture_output=True, text=True)
+    cmd = ["make", "-s", "-C", JOBTAP_DIR, f"BUILD={build}"]
+    if VALGRIND_MODE:
+        cmd.append("CFLAGS=-O0 -g")  # exact lines in the reports
+    proc = subprocess.run(cmd, env=_flux_env(), capture_output=True, text=True)
     assert proc.returncode == 0, f"make -C jobtap failed:\n{proc.stdout}\n{proc.stderr}"
     return build
 
@@ -84,9 +106,12 @@ class Instance:
 
     def __init__(self, tmp: str, plugins: str, kube: KubeDouble, *,
                  prepare_timeout: float = 2.0, jobtap_timeout: float = 30.0,
-                 module: bool = True, bare: bool = False) -> None:
+                 module: bool = True, bare: bool = False, config: str = "",
+                 rundir: Optional[str] = None) -> None:
         """``module=False``: the service is not loaded; ``bare=True``: no copy-offload piece
-        at all (a baseline instance)."""
+        at all (a baseline instance); ``config``: more ``[copy-offload]`` keys, always kept;
+        ``rundir``: an existing directory for the broker's sockets, so that an instance
+        started after this one with the same ``rundir`` has the same FLUX_URI (a restart)."""
         self.tmp = tmp
         self.kube = kube
         self.plugins = plugins
@@ -95,6 +120,10 @@ class Instance:
         os.makedirs(self.conf_dir, exist_ok=True)
         self.kubeconfig = kube.write_kubeconfig(os.path.join(tmp, "kubeconfig"))
         self.bare = bare
+        self.config = config
+        self.reported = 0
+        self.valgrind_dir = os.path.join(tmp, "valgrind")
+        self.job_shell = self._shell_wrapper() if VALGRIND_MODE else None
         self.write_config(f"prepare-timeout = {prepare_timeout}\n")
         env = _flux_env()
         env["PYTHONPATH"] = _python_path(tmp)
@@ -111,13 +140,17 @@ class Instance:
         script = (f'echo $$ > {self.pid_file}; trap \'kill $!; exit 0\' TERM; '
                   f'echo "$FLUX_URI" > {self.uri_file}.tmp && '
                   f'mv {self.uri_file}.tmp {self.uri_file}; sleep 3600 & wait $!')
+        wrap = [f"--test-rundir={rundir}"] if rundir else []
+        if VALGRIND_MODE:
+            log_file = os.path.join(self.valgrind_dir, "broker.%p.log")
+            wrap += [f"--wrap={','.join([VALGRIND or 'valgrind', *MEMCHECK, '--log-file=' + log_file])}"]
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
-                [FLUX or "flux", "start", "-s1", f"--config-path={self.conf_dir}",
+                [FLUX or "flux", "start", *wrap, "-s1", f"--config-path={self.conf_dir}",
                  f"-Sconf.shell_pluginpath={shell_path if bare else plugins + '/shell:' + shell_path}",
                  "sh", "-c", script],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + (300 if VALGRIND_MODE else 60)
         while not os.path.exists(self.uri_file):
             assert self.proc.poll() is None, f"flux start failed:\n{self.broker_log()}"
             assert time.monotonic() < deadline, "flux start did not come up"
@@ -126,9 +159,33 @@ class Instance:
             env["FLUX_URI"] = fh.read().strip()
         self.env = env
 
+    def _shell_wrapper(self) -> str:
+        """A job shell that runs flux-shell under memcheck (the shell plugin runs in it)."""
+        os.makedirs(self.valgrind_dir, exist_ok=True)
+        real = subprocess.run([FLUX or "flux", "config", "builtin", "shell_path"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        path = os.path.join(self.tmp, "job-shell-memcheck")
+        args = " ".join([VALGRIND or "valgrind", *MEMCHECK,
+                         f"--log-file={self.valgrind_dir}/shell.%p.log"])
+        with open(path, "w") as fh:
+            fh.write(f'#!/bin/sh\nexec {args} {real} "$@"\n')
+        os.chmod(path, 0o755)
+        return path
+
+    def memcheck_errors(self) -> List[str]:
+        """Every valgrind report of this instance whose stacks name our plugins."""
+        found = []
+        if os.path.isdir(self.valgrind_dir):
+            for name in sorted(os.listdir(self.valgrind_dir)):
+                with open(os.path.join(self.valgrind_dir, name), errors="replace") as fh:
+                    found += [f"{name}:\n{e}" for e in memcheck_errors(fh.read())]
+        return found
+
     def write_config(self, extra: str = "") -> None:
         """(Re)write the instance's TOML: both plugins' settings plus ``extra`` keys."""
         with open(os.path.join(self.conf_dir, "copy-offload.toml"), "w") as fh:
+            if self.job_shell:
+                fh.write(f'[exec]\njob-shell = "{self.job_shell}"\n\n')
             if self.bare:
                 return
             fh.write(
@@ -137,7 +194,8 @@ class Instance:
                 f"conf = {{ timeout = {self.jobtap_timeout} }} }} ]\n\n"
                 "[copy-offload]\n"
                 f'kubeconfig = "{self.kubeconfig}"\n'
-                "backoff-min = 0.1\nbackoff-max = 1.0\nrequest-timeout = 5.0\n" + extra)
+                "backoff-min = 0.1\nbackoff-max = 1.0\nrequest-timeout = 5.0\n"
+                + self.config + extra)
 
     def broker_log(self) -> str:
         with open(self.log_path) as fh:
@@ -201,13 +259,20 @@ class Instance:
         out = self.flux("job", "eventlog", "--format=json", jobid).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
+    def stop_clean(self) -> None:
+        """Stop; fail unless the shutdown was clean and memcheck found nothing of ours."""
+        rc = self.stop()
+        log = self.broker_log()
+        assert rc == 0 and "runtime failure" not in log, f"unclean shutdown ({rc}):\n{log}"
+        assert_memcheck_clean(self)
+
     def stop(self) -> int:
         """Exit the initial program and wait for a clean shutdown; returns flux start's code."""
         if self.proc.poll() is None:
             with open(self.pid_file) as fh:
                 os.kill(int(fh.read().strip()), 15)
             try:
-                self.proc.wait(60)
+                self.proc.wait(300 if VALGRIND_MODE else 60)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait()
@@ -231,6 +296,37 @@ def instance(request: Any, tmp_path_factory: pytest.TempPathFactory, plugins: st
             inst.wait_service()
         yield inst
     finally:
-        rc = inst.stop()
-        log = inst.broker_log()
-    assert rc == 0 and "runtime failure" not in log, f"unclean shutdown ({rc}):\n{log}"
+        inst.stop_clean()
+
+
+@pytest.fixture
+def start_instance(plugins: str, kube: KubeDouble) -> Iterator[Any]:
+    """Start more instances in one test (``start_instance(tmp, **options)``); each is stopped,
+    and checked like the module's instance, by the test (``stop_clean``) or at the end."""
+    made: List[Instance] = []
+
+    def start(tmp: str, **options: Any) -> Instance:
+        made.append(Instance(tmp, plugins, kube, **options))
+        return made[-1]
+
+    yield start
+    for inst in made:
+        if inst.proc.poll() is None:
+            inst.stop_clean()
+
+
+def assert_memcheck_clean(inst: Instance) -> None:
+    """Fail on memcheck reports naming our plugins that no earlier check reported."""
+    errors = inst.memcheck_errors()[inst.reported:]
+    inst.reported += len(errors)
+    assert not errors, f"memcheck: {len(errors)} error(s) in our plugins:\n" + \
+        "\n\n".join(errors)
+
+
+@pytest.fixture(autouse=True)
+def memcheck_each_test(request: Any) -> Iterator[None]:
+    """In the valgrind mode, a test fails on the memcheck errors made while it ran."""
+    yield
+    inst = request.node.funcargs.get("instance")
+    if VALGRIND_MODE and isinstance(inst, Instance):
+        assert_memcheck_clean(inst)
