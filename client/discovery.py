@@ -30,7 +30,8 @@ class ServerConfig:
     token: Optional[str] = field(default=None, repr=False)
     ca_file: Optional[str] = CERT_PATH
     tls: bool = True
-    compute_name: str = ""
+    #: The name the server files requests under; the host name, as libcopyoffload sends it.
+    compute_name: str = field(default_factory=socket.gethostname)
 
     @property
     def base_url(self) -> str:
