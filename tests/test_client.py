@@ -9,6 +9,8 @@ import json
 import pathlib
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -246,12 +248,21 @@ def test_a_hand_made_config_sends_the_host_name(mock_server):
 
 
 class RecordingServer:
-    """Plain HTTP on loopback that keeps every request's bytes and names each copy ``rec--0``."""
+    """Plain HTTP/1.1 on loopback that keeps every request's body and names each copy ``rec--0``.
 
-    def __init__(self) -> None:
+    Connections are kept alive (``connections`` counts them) unless ``hang_up``: then it closes
+    each one after its answer without saying so, as a server that timed out an idle one does.
+    """
+
+    ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nname=rec--0\n"
+
+    def __init__(self, hang_up: bool = False) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
+        self.hang_up = hang_up
         self.requests = []
+        self.connections = 0
+        self.hung_up = threading.Semaphore(0)
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -260,16 +271,33 @@ class RecordingServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            with conn:
-                data = b""
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while True:
                 while b"\r\n\r\n" not in data:
+                    piece = conn.recv(65536)
+                    if not piece:
+                        return
+                    data += piece
+                head, _, data = data.partition(b"\r\n\r\n")
+                match = re.search(rb"Content-Length: (\d+)", head)
+                length = int(match.group(1)) if match else 0
+                while len(data) < length:
                     data += conn.recv(65536)
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
-                while len(body) < length:
-                    body += conn.recv(65536)
-                self.requests.append(json.loads(body))
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\nname=rec--0\n")
+                body, data = data[:length], data[length:]
+                self.requests.append(json.loads(body) if body else head.split(b" ")[1].decode())
+                conn.sendall(self.ANSWER)
+                if self.hang_up:
+                    conn.close()
+                    self.hung_up.release()
+                    return
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def test_verify_asks_for_the_verify_profile():
@@ -280,4 +308,25 @@ def test_verify_asks_for_the_verify_profile():
         with pytest.raises(ValueError, match="cannot be combined with profile 'fast'"):
             client.copy("/a", "/b", verify=True, profile="fast")
     assert [r["dmProfile"] for r in recorder.requests] == ["verify", ""]
-    recorder.sock.close()
+    recorder.close()
+
+
+@pytest.mark.parametrize("hang_up", [False, True])
+def test_one_kept_alive_connection_and_a_new_one_when_the_server_hung_up(hang_up):
+    recorder = RecordingServer(hang_up=hang_up)
+    with co.Client(host="127.0.0.1", port=recorder.port, tls=False, env={}) as client:
+        for _ in range(3):
+            assert client.copy("/a", "/b") == "rec--0"
+            assert not hang_up or recorder.hung_up.acquire(timeout=30)  # closed while idle
+        client.cancel("rec--0 x/y")  # a name with a space cannot break the request line
+    assert recorder.connections == (4 if hang_up else 1) and len(recorder.requests) == 4
+    assert recorder.requests[-1] == "/cancel/rec--0%20x/y"
+    recorder.close()
+
+
+@pytest.mark.parametrize("module", ["copy_offload.client", "copy_offload.client.wire", "copy_offload.client.cli"])
+def test_importing_the_client_loads_no_heavy_library(module):
+    """Start-up cost: a job step that calls the client once pays for every import."""
+    code = "import sys, %s; print(sorted(m for m in ('httpx', 'tqdm', 'asyncio') if m in sys.modules))" % module
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out == "[]\n"
