@@ -54,7 +54,8 @@ def _ssl_context(config: ServerConfig) -> Optional[ssl.SSLContext]:
     try:
         context = ssl.create_default_context(cafile=config.ca_file)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigurationError("Unable to load the CA certificate %s: %s" % (config.ca_file, exc)) from None
+        raise ConfigurationError("Unable to load the CA certificate %s: %s (give the server's CA certificate with "
+                                 "--ca, ca_file= in Python)" % (config.ca_file, exc)) from None
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     return context
 

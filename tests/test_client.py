@@ -163,7 +163,7 @@ def test_cli_json_round_trip(mock_server):
     assert r.returncode == 1 and '"http_status": 404' in r.stdout
     assert r.stderr == "copy-offload: request not found (HTTP 404)\n"
     r = run_tool("copy_offload.client.cli", ["--ca", "/absent.pem", "hello"], env)
-    assert r.returncode == 1 and "CA certificate" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 3 and "CA certificate" in r.stderr and "Traceback" not in r.stderr
 
 
 class FakeTime:
