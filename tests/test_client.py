@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
+import os
 import pathlib
 import re
 import socket
@@ -308,6 +309,10 @@ def test_verify_asks_for_the_verify_profile():
         with pytest.raises(ValueError, match="cannot be combined with profile 'fast'"):
             client.copy("/a", "/b", verify=True, profile="fast")
     assert [r["dmProfile"] for r in recorder.requests] == ["verify", ""]
+    r = subprocess.run([sys.executable, "-m", "copy_offload.client.cli", "--no-tls", "--host", "127.0.0.1", "--port",
+                        str(recorder.port), "copy", "/a", "/b", "--verify"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "DW_WORKFLOW_TOKEN": "t"})
+    assert (r.returncode, r.stdout) == (0, "rec--0\n") and recorder.requests[-1]["dmProfile"] == "verify"
     recorder.close()
 
 
