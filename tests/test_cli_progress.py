@@ -250,3 +250,35 @@ def test_errors_say_what_to_do(mock_server, server_factory):
 def test_usage_errors_exit_2(mock_server, argv):
     r = cli(mock_server, *argv)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("usage:")
+
+
+MAN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "share", "man")
+
+
+def man_text(name: str) -> str:
+    with open(os.path.join(MAN, name), encoding="utf-8") as handle:
+        return handle.read().replace("\\-", "-")
+
+
+def test_the_man_page_covers_every_command_option_and_exit_code():
+    from copy_offload.client import cli as cli_module
+
+    text = man_text("copy-offload.1")
+    parser = cli_module._parser()
+    commands = next(a for a in parser._actions if isinstance(getattr(a, "choices", None), dict)).choices
+    options = {o for a in parser._actions for o in a.option_strings}
+    for command, sub in commands.items():
+        assert re.search(r"^\.BI? %s\b|\b%s\b" % (command, command), text, re.M), command
+        options |= {o for a in sub._actions for o in a.option_strings}
+    for option in options - {"-h", "--help"}:
+        assert option in text, option
+    for code in (0, 1, 2, 3, 124, 130, 141):
+        assert re.search(r"^\.B %d$" % code, text, re.M), code
+
+
+def test_the_tester_man_page_covers_every_flag():
+    from copy_offload.client.tester import OPTSTRING
+
+    text = man_text("copy-offload-tester.1")
+    for flag in OPTSTRING.replace(":", ""):
+        assert re.search(r"(^\.B(I|R)? |\s)-%s\b" % flag, text, re.M), flag
