@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from copy_offload.client import progress, protocol, units
@@ -206,10 +207,12 @@ def _final(out: Output, name: str, final: Status) -> int:
 def _wait_all(client: Client, args: argparse.Namespace, out: Output, names: List[str]) -> int:
     """Wait for each request in turn; on Ctrl-C or --timeout, say how to find them again."""
     worst = EXIT_OK
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
     for index, name in enumerate(names):
         show = out.progress(name)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            final = client.wait(name, timeout=args.timeout, on_progress=show)
+            final = client.wait(name, timeout=left, on_progress=show)
         except WaitTimeout as exc:
             _close(show)
             out.result({"name": name, "timed_out": True, **status_dict(exc.status)}, human_status(name, exc.status))

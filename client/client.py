@@ -78,7 +78,8 @@ def _map_transport(exc: BaseException, config: ServerConfig) -> TransportError:
     if isinstance(exc, socket.timeout):
         return Timeout("Timeout talking to %s: no answer in time" % where)
     if isinstance(exc, AnswerError) or isinstance(exc, ConnectionResetError) and not config.tls:
-        hint = "" if config.tls else "; if the server uses TLS, leave out --no-tls (tls=False in Python)"
+        hung_up = isinstance(exc, ConnectionResetError) or exc.empty
+        hint = "; if the server uses TLS, leave out --no-tls (tls=False in Python)" if hung_up and not config.tls else ""
         return TransportError("No answer from %s: %s%s" % (where, text, hint))
     if isinstance(exc, ConnectionRefusedError):
         return ConnectError("Failed to connect to %s: connection refused (is the server running there?)" % where)

@@ -197,6 +197,9 @@ class Pool:
                 if may_retry(method, reused, exc):
                     continue
                 raise
+            except BaseException:  # interrupted mid-answer: the connection is not reusable
+                sock.close()
+                raise
             if answer.keep_alive:
                 with self._lock:
                     self._idle.append(sock)
