@@ -83,6 +83,8 @@ def _map_transport(exc: BaseException, config: ServerConfig) -> TransportError:
         return TransportError("No answer from %s: %s%s" % (where, text, hint))
     if isinstance(exc, ConnectionRefusedError):
         return ConnectError("Failed to connect to %s: connection refused (is the server running there?)" % where)
+    if isinstance(exc, UnicodeError):
+        return ConnectError("Failed to connect to %s: %r is not a valid host name" % (where, config.host))
     if isinstance(exc, socket.gaierror):
         return ConnectError("Failed to connect to %s: the host name does not resolve" % where)
     return ConnectError("Failed to connect to %s: %s" % (where, text))
@@ -215,7 +217,7 @@ class Client(_Base):
     def _do(self, call: protocol.Call) -> Any:
         try:
             answer = self._pool.request(call.method, call.path, self._headers, call.body, self._read_timeout(call))
-        except (AnswerError, OSError) as exc:
+        except (AnswerError, OSError, UnicodeError) as exc:
             raise _map_transport(exc, self.config) from exc
         return self._interpret(call, answer.status, answer.text)
 
@@ -286,7 +288,7 @@ class AsyncClient(_Base):
         try:
             answer = await self._pool.request(call.method, call.path, self._headers, call.body,
                                               self._read_timeout(call))
-        except (AnswerError, OSError) as exc:
+        except (AnswerError, OSError, UnicodeError) as exc:
             raise _map_transport(exc, self.config) from exc
         return self._interpret(call, answer.status, answer.text)
 

@@ -88,6 +88,8 @@ def discover(
             port = int(first)
         except ValueError:
             raise ConfigurationError("%s does not start with a port number: %r" % (PORTS_ENV, first)) from None
+    if not 0 < int(port) < 65536:
+        raise ConfigurationError("The server port must be 1 to 65535, not %d" % int(port))
     if token_file is not None:
         token = read_token_file(token_file)
     elif token is None:

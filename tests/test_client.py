@@ -51,6 +51,11 @@ def test_discovery_like_libcopyoffload(tmp_path):
         discover(env={"NNF_CONTAINER_LAUNCHER": "h"})
     with pytest.raises(co.ConfigurationError, match="port number"):
         discover(env={"NNF_CONTAINER_LAUNCHER": "h", "NNF_CONTAINER_PORTS": "http"})
+    with pytest.raises(co.ConfigurationError, match="1 to 65535, not 99999"):
+        discover(env={"NNF_CONTAINER_LAUNCHER": "h", "NNF_CONTAINER_PORTS": "99999"})
+    with co.Client(host="a..b", port=1, tls=False, env={}) as client, \
+            pytest.raises(co.ConnectError, match="'a..b' is not a valid host name"):
+        client.hello()
 
 
 def test_blocking_client_round_trip(mock_server):
