@@ -152,6 +152,10 @@ class _Base:
         self.config = config if config is not None else discover(**discover_kw)
         self.timeout = timeout
         self._clock = clock
+        token = self.config.token or ""
+        if not (token.isascii() and token.isprintable()) or " " in token:
+            raise ConfigurationError("The token (DW_WORKFLOW_TOKEN or the token file) holds characters no token "
+                                     "has: spaces, line breaks, control or non-ASCII characters")
         self._headers = protocol.headers(self.config.token)
         self._context = _ssl_context(self.config)
         self._dry_runs: Set[str] = set()

@@ -53,6 +53,10 @@ def test_discovery_like_libcopyoffload(tmp_path):
         discover(env={"NNF_CONTAINER_LAUNCHER": "h", "NNF_CONTAINER_PORTS": "http"})
     with pytest.raises(co.ConfigurationError, match="1 to 65535, not 99999"):
         discover(env={"NNF_CONTAINER_LAUNCHER": "h", "NNF_CONTAINER_PORTS": "99999"})
+    for token in ("abc\r\nX-Injected: 1", "tok\x00", "t\u00e9t", "a b"):
+        with pytest.raises(co.ConfigurationError, match="characters no token has") as info:
+            co.Client(host="h", port=1, tls=False, token=token, env={})
+        assert token not in str(info.value)
     with co.Client(host="a..b", port=1, tls=False, env={}) as client, \
             pytest.raises(co.ConnectError, match="'a..b' is not a valid host name"):
         client.hello()
