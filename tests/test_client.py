@@ -344,3 +344,40 @@ def test_importing_the_client_loads_no_heavy_library(module):
     code = "import sys, %s; print(sorted(m for m in ('httpx', 'tqdm', 'asyncio') if m in sys.modules))" % module
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out == "[]\n"
+
+
+REFERENCE_SERVER = os.environ.get("COPY_OFFLOAD_REFERENCE_SERVER", "")
+
+
+@pytest.mark.reference
+@pytest.mark.skipif(not (REFERENCE_SERVER and os.access(REFERENCE_SERVER, os.X_OK)),
+                    reason="set COPY_OFFLOAD_REFERENCE_SERVER to a built nnf-dm copy-offload server binary")
+def test_wait_against_the_reference_mock(material, tmp_path):
+    """The reference Go server's mock answers every status at once and forgets a dry run at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "NNF_NODE_NAME": "mock-rabbit-01", "ENVIRONMENT": "test", "DW_WORKFLOW_NAME": "wf",
+           "DW_WORKFLOW_NAMESPACE": "default"}
+    with open(tmp_path / "reference.log", "w") as log:
+        proc = subprocess.Popen([REFERENCE_SERVER, "-mock", "-addr", "127.0.0.1:%d" % port, "-cert", material.cert,
+                                 "-cakey", material.key, "-tokenkey", material.token_key], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=str(tmp_path))
+    try:
+        deadline = time.monotonic() + 30
+        while "Ready" not in (tmp_path / "reference.log").read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "reference.log").read_text()
+            time.sleep(0.05)
+        fake = FakeTime()
+        kwargs = dict(host="127.0.0.1", port=port, ca_file=material.cert, token=material.token, env={})
+        with co.Client(**kwargs, clock=fake.clock, sleep=fake.sleep) as client:
+            name = client.copy("/a", "/b")
+            seen = []
+            with pytest.raises(co.WaitTimeout):
+                client.wait(name, timeout=3, on_progress=seen.append)
+            assert len(seen) == 4 and fake.now == pytest.approx(3.0)  # t = 0, 1, 2, 3: one request each
+            assert client.wait(client.copy("/a", "/b", dryrun=True)).ok
+            client.cancel(name)
+    finally:
+        proc.terminate()
+        proc.wait(10)
