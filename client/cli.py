@@ -103,8 +103,8 @@ def _parser() -> argparse.ArgumentParser:
 
     command("hello", "check that the server answers")
     copy = command("copy", "start copies: SRC DST, or SRC... DIR into an existing directory (as cp)")
-    copy.add_argument("paths", nargs="+", metavar="SRC... DST",
-                      help="paths as this node sees them; relative ones are made absolute")
+    copy.add_argument("paths", nargs="+", metavar="PATH",
+                      help="SRC DST, or SRC... DIR: paths as this node sees them; relative ones are made absolute")
     copy.add_argument("--wait", action="store_true", help="wait for the copies to finish, showing progress")
     copy.add_argument("--profile", help="data-movement profile (default: the server's default)")
     copy.add_argument("--verify", action="store_true",
