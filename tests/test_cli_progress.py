@@ -4,6 +4,7 @@ pipes, and on a pseudo-terminal (python's ``pty``) for the bar and for Ctrl-C.""
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import pty
@@ -120,6 +121,21 @@ def test_bar_figures_are_the_servers_own():
     done = bar.line(Status(state="completed", status="success", bytes_total=10, bytes_copied=7))
     assert done.startswith(" 100% |") and "10 B / 10 B" in done
     assert (units.size(1536), units.rate(721 * 1024 ** 2), units.duration(3725)) == ("1.50 KiB", "721 MiB/s", "1:02:05")
+
+
+def test_plain_lines_come_at_the_interval_whatever_the_status_rate():
+    now = [0.0]
+    stream = io.StringIO()
+    lines = progress.Lines("n--1", stream, interval=10, clock=lambda: now[0])
+    for second in range(26):  # a status a second for 25 s
+        now[0] = float(second)
+        lines(Status(state="running", bytes_total=100, bytes_copied=4 * second, bytes_per_second=4))
+    lines(Status(state="completed", status="success", bytes_total=100, bytes_copied=100))
+    assert stream.getvalue().splitlines() == [
+        "copy-offload: n--1: running, 0%, 0 B / 100 B, 4 B/s, 0:25 left",
+        "copy-offload: n--1: running, 40%, 40 B / 100 B, 4 B/s, 0:15 left",
+        "copy-offload: n--1: running, 80%, 80 B / 100 B, 4 B/s, 0:05 left",
+    ]
 
 
 def test_plain_progress_lines_in_a_pipe(server_factory, tmp_path):
