@@ -220,10 +220,7 @@ def _wait_all(client: Client, args: argparse.Namespace, out: Output, names: List
             return EXIT_TIMEOUT
         except KeyboardInterrupt:
             _close(show)
-            if out.json:
-                print(json.dumps({"name": name, "interrupted": True}, sort_keys=True))
-            out.error("interrupted; %s%s" % ("" if len(names) - index > 1 else name + ": ", _how_to_find(names[index:])))
-            return EXIT_INTERRUPTED
+            return _interrupted(out, names[index:])
         _close(show)
         worst = max(worst, _final(out, name, final))
     return worst
@@ -232,6 +229,15 @@ def _wait_all(client: Client, args: argparse.Namespace, out: Output, names: List
 def _close(show: Any) -> None:
     if show is not None:
         show.close()
+
+
+def _interrupted(out: Output, names: List[str]) -> int:
+    """Ctrl-C with copies started: they go on, so say which and how to get back to them."""
+    if out.json:
+        for name in names:
+            print(json.dumps({"name": name, "interrupted": True}, sort_keys=True))
+    out.error("interrupted; %s%s" % (names[0] + ": " if len(names) == 1 else "", _how_to_find(names)))
+    return EXIT_INTERRUPTED
 
 
 def _how_to_find(names: List[str]) -> str:
@@ -245,17 +251,22 @@ def _how_to_find(names: List[str]) -> str:
 
 def _copy(client: Client, args: argparse.Namespace, out: Output) -> int:
     *sources, destination = [os.path.abspath(path) for path in args.paths]
-    names = []
-    for source in sources:
-        name = client.copy(source, destination, profile=args.profile, verify=args.verify, slots=args.slots,
-                           max_slots=args.max_slots, dryrun=args.dryrun, dcp_options=args.dcp_options,
-                           mpirun_options=args.mpirun_options, store_stdout=args.store_stdout)
-        names.append(name)
-        if args.wait:
-            out.note("started %s: %s -> %s" % (name, source, destination))
-        else:
-            out.result({"name": name}, name)
-    return _wait_all(client, args, out, names) if args.wait else EXIT_OK
+    names: List[str] = []
+    try:
+        for source in sources:
+            name = client.copy(source, destination, profile=args.profile, verify=args.verify, slots=args.slots,
+                               max_slots=args.max_slots, dryrun=args.dryrun, dcp_options=args.dcp_options,
+                               mpirun_options=args.mpirun_options, store_stdout=args.store_stdout)
+            names.append(name)
+            if args.wait:
+                out.note("started %s: %s -> %s" % (name, source, destination))
+            else:
+                out.result({"name": name}, name)
+        return _wait_all(client, args, out, names) if args.wait else EXIT_OK
+    except KeyboardInterrupt:
+        if not names:
+            raise
+        return _interrupted(out, names)  # between two submits, or before the wait began
 
 
 def _cancel(client: Client, name: str, out: Output) -> int:
