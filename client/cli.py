@@ -221,6 +221,9 @@ def _wait_all(client: Client, args: argparse.Namespace, out: Output, names: List
         except KeyboardInterrupt:
             _close(show)
             return _interrupted(out, names[index:])
+        except TransportError as exc:  # the server went away mid-wait; the copies may not have
+            _close(show)
+            raise type(exc)("%s; %s" % (exc, _how_to_find(names[index:], maybe=True, named=True))) from exc
         _close(show)
         worst = max(worst, _final(out, name, final))
     return worst
@@ -236,17 +239,18 @@ def _interrupted(out: Output, names: List[str]) -> int:
     if out.json:
         for name in names:
             print(json.dumps({"name": name, "interrupted": True}, sort_keys=True))
-    out.error("interrupted; %s%s" % (names[0] + ": " if len(names) == 1 else "", _how_to_find(names)))
+    out.error("interrupted; %s" % _how_to_find(names, named=True))
     return EXIT_INTERRUPTED
 
 
-def _how_to_find(names: List[str]) -> str:
-    """How to get back to requests that go on without us."""
+def _how_to_find(names: List[str], maybe: bool = False, named: bool = False) -> str:
+    """How to get back to requests that go on without us (``named``: the text names a single one)."""
     if len(names) == 1:
-        return ("it continues on the server: 'copy-offload status %s --wait' waits again, "
-                "'copy-offload cancel %s' stops it" % (names[0], names[0]))
-    return ("%s continue on the server: 'copy-offload status NAME --wait' waits again, "
-            "'copy-offload cancel NAME' stops one" % ", ".join(names))
+        return ("%sit %s on the server: 'copy-offload status %s --wait' waits again, 'copy-offload cancel %s' "
+                "stops it" % (names[0] + ": " if named else "", "may continue" if maybe else "continues",
+                              names[0], names[0]))
+    return ("%s %s on the server: 'copy-offload status NAME --wait' waits again, 'copy-offload cancel NAME' "
+            "stops one" % (", ".join(names), "may continue" if maybe else "continue"))
 
 
 def _copy(client: Client, args: argparse.Namespace, out: Output) -> int:

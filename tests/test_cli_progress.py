@@ -298,3 +298,15 @@ def test_the_tester_man_page_covers_every_flag():
     text = man_text("copy-offload-tester.1")
     for flag in OPTSTRING.replace(":", ""):
         assert re.search(r"(^\.B(I|R)? |\s)-%s\b" % flag, text, re.M), flag
+
+
+def test_losing_the_server_mid_wait_names_the_copy(server_factory):
+    server = server_factory("mock")
+    proc = subprocess.Popen([*CLI, "--ca", server.material.cert, "copy", "/a", "/b", "--wait"],
+                            env=server.client_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()  # the wait has begun once the name is out
+    name = re.match(r"copy-offload: started (\S+):", first).group(1)
+    server.stop()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert "%s: it may continue on the server" % name in err and "Traceback" not in err
