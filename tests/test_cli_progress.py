@@ -268,7 +268,7 @@ def test_usage_errors_exit_2(mock_server, argv):
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("usage:")
 
 
-MAN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "share", "man")
+MAN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "share", "man", "man1")
 
 
 def man_text(name: str) -> str:
