@@ -5,7 +5,9 @@ against a local ``--driver mock`` server over TLS with a token, each in a fresh 
 
 Every sample is a new interpreter, as a job step's first call would be. ``curl`` doing the same
 hello (fresh process, TLS, token) is the peer when it is installed; a bare ``python -c pass`` is
-the floor every Python figure contains.
+the floor every Python figure contains. The commands take turns, one sample of each per round,
+so a busy machine weighs on all of them alike; the ratio is the median of the rounds' ratios
+(paired), not a ratio of medians taken at different moments.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
@@ -32,14 +34,20 @@ assert c.hello() == "hello back at ya"
 """
 
 
-def timed(cmd: Sequence[str], runs: int, env: Dict[str, str]) -> List[float]:
-    """Wall time of ``cmd`` in ms, one fresh process per run; a failing run stops the bench."""
-    out = []
+def once(cmd: Sequence[str], env: Dict[str, str]) -> float:
+    """Wall time of one fresh process of ``cmd`` in ms; a failing run stops the bench."""
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def paired(commands: List[Tuple[str, Sequence[str]]], runs: int, env: Dict[str, str]) -> Dict[str, List[float]]:
+    """``runs`` rounds, each running every command once in turn: sample i of each is paired."""
+    samples: Dict[str, List[float]] = {name: [] for name, _ in commands}
     for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        out.append((time.perf_counter() - t0) * 1000.0)
-    return out
+        for name, cmd in commands:
+            samples[name].append(once(cmd, env))
+    return samples
 
 
 def p90(xs: List[float]) -> float:
@@ -73,27 +81,26 @@ def main() -> int:
                            material=material).start()
     try:
         py = sys.executable
-        rows = [("python -c pass (floor)", timed([py, "-c", "pass"], args.runs, env)),
-                ("import copy_offload.client", timed([py, "-c", "import copy_offload.client"],
-                                                     args.runs, env)),
-                ("import + Client.hello (TLS, token)",
-                 timed([py, "-c", HELLO % (HOST, server.port, material.cert, material.token_file)],
-                       args.runs, env))]
+        hello = "import + Client.hello (TLS, token)"
+        commands: List[Tuple[str, Sequence[str]]] = [
+            ("python -c pass (floor)", [py, "-c", "pass"]),
+            ("import copy_offload.client", [py, "-c", "import copy_offload.client"]),
+            (hello, [py, "-c", HELLO % (HOST, server.port, material.cert, material.token_file)]),
+        ]
         curl = shutil.which("curl")
         if curl:
-            rows.append(("curl hello (TLS, token)", timed(
-                [curl, "-sf", "--cacert", material.cert, "-H", "Accepts-version: 1.0",
-                 "-H", "@" + _header_file(tmp, material.token), "https://%s:%d/hello" % (HOST, server.port)],
-                args.runs, env)))
-        print("client: fresh process per sample, %d samples, wall ms (machine has %d CPUs)"
+            commands.append(("curl hello (TLS, token)", [
+                curl, "-sf", "--cacert", material.cert, "-H", "Accepts-version: 1.0",
+                "-H", "@" + _header_file(tmp, material.token), "https://%s:%d/hello" % (HOST, server.port)]))
+        samples = paired(commands, args.runs, env)
+        print("client: fresh process per sample, %d paired rounds, wall ms (machine has %d CPUs)"
               % (args.runs, os.cpu_count() or 0))
         print("%-36s | %8s %8s %8s" % ("what", "median", "p90", "min"))
-        for name, xs in rows:
+        for name, xs in samples.items():
             print("%-36s | %8.1f %8.1f %8.1f" % (name, statistics.median(xs), p90(xs), min(xs)))
-        med = {name: statistics.median(xs) for name, xs in rows}
-        hello_py = med["import + Client.hello (TLS, token)"]
         if curl:
-            print("ratio: python hello / curl hello = %.2fx" % (hello_py / med["curl hello (TLS, token)"]))
+            ratios = [a / b for a, b in zip(samples[hello], samples["curl hello (TLS, token)"])]
+            print("ratio: python hello / curl hello = %.2fx (median of paired rounds)" % statistics.median(ratios))
         print("heaviest imports under copy_offload.client (-X importtime, cumulative ms, one run):")
         for ms, name in import_breakdown(env):
             print("  %7.1f  %s" % (ms, name))

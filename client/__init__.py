@@ -20,6 +20,7 @@ from copy_offload.client.errors import (
     TLSError,
     TransportError,
     Unauthorized,
+    WaitTimeout,
 )
 from copy_offload.client.models import Status
 
@@ -40,5 +41,6 @@ __all__ = [
     "Timeout",
     "TransportError",
     "Unauthorized",
+    "WaitTimeout",
     "discover",
 ]

@@ -30,7 +30,8 @@ class ServerConfig:
     token: Optional[str] = field(default=None, repr=False)
     ca_file: Optional[str] = CERT_PATH
     tls: bool = True
-    compute_name: str = ""
+    #: The name the server files requests under; the host name, as libcopyoffload sends it.
+    compute_name: str = field(default_factory=socket.gethostname)
 
     @property
     def base_url(self) -> str:
@@ -87,6 +88,8 @@ def discover(
             port = int(first)
         except ValueError:
             raise ConfigurationError("%s does not start with a port number: %r" % (PORTS_ENV, first)) from None
+    if not 0 < int(port) < 65536:
+        raise ConfigurationError("The server port must be 1 to 65535, not %d" % int(port))
     if token_file is not None:
         token = read_token_file(token_file)
     elif token is None:

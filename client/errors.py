@@ -6,6 +6,7 @@
     │   ├── ConnectError        refused, unreachable, name not resolved
     │   ├── TLSError            handshake or certificate verification failed
     │   └── Timeout             no answer in time
+    │       └── WaitTimeout     wait(timeout=...) ran out first: .name, .status (the last one)
     └── ServerError             the server answered with an error: .status, .message
         ├── BadRequest          400 (bad body, path outside the allowed roots, ...)
         ├── Unauthorized        401 (token missing or not valid for this server)
@@ -16,7 +17,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Type
+from typing import Any, Dict, Type
 
 __all__ = [
     "CopyOffloadError",
@@ -25,6 +26,7 @@ __all__ = [
     "ConnectError",
     "TLSError",
     "Timeout",
+    "WaitTimeout",
     "ServerError",
     "BadRequest",
     "Unauthorized",
@@ -62,14 +64,34 @@ class Timeout(TransportError):
     curl_code = 28
 
 
+class WaitTimeout(Timeout):
+    """``wait(timeout=...)`` ran out before the request completed; it goes on on the server.
+
+    A subclass of :class:`Timeout`, so one ``except Timeout`` covers both kinds of running out of
+    time; ``status`` is the last status seen, so the caller never mistakes it for a final one.
+    """
+
+    def __init__(self, name: str, status: Any, timeout: float) -> None:
+        super().__init__("%s still %s after %g s" % (name, getattr(status, "state", "") or "unknown", timeout))
+        self.name = name
+        self.status = status
+        self.timeout = timeout
+
+
 class ServerError(CopyOffloadError):
-    """The server answered with an HTTP error; ``message`` is its text without the newline."""
+    """The server answered with an HTTP error; ``message`` is its text without the newline,
+    ``hint`` (often empty) what the client knows of the cause, such as that no token was set."""
 
     def __init__(self, status: int, message: str, body: str = "") -> None:
         super().__init__("HTTP %d: %s" % (status, message))
         self.status = status
         self.message = message
         self.body = body
+        self.hint = ""
+
+    def __str__(self) -> str:
+        text = "HTTP %d: %s" % (self.status, self.message)
+        return "%s (%s)" % (text, self.hint) if self.hint else text
 
 
 class BadRequest(ServerError):

@@ -9,6 +9,9 @@ from copy_offload.client import wire
 from copy_offload.client.errors import CopyOffloadError, server_error
 from copy_offload.client.models import Status
 
+#: The profile ``verify=True`` (``copy --verify``) asks for: the local driver's built-in profile
+#: that checksums what it wrote against the source and fails the request on a mismatch.
+VERIFY_PROFILE = "verify"
 #: Seconds allowed beyond the server-side wait before a status long-poll counts as timed out.
 WAIT_MARGIN = 30.0
 

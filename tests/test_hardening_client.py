@@ -16,7 +16,7 @@ from typing import Dict, Iterator
 
 import pytest
 from copy_offload import client as co
-from copy_offload.client import wire
+from copy_offload.client import transport, wire
 
 
 def http_response(body: bytes, status: str = "200 OK", extra: bytes = b"") -> bytes:
@@ -40,6 +40,13 @@ ANSWERS: Dict[str, bytes] = {
     "error-no-newline": http_response(b"x" * 100, "418 I'm a teapot"),
     "bad-length": b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n{}",
     "huge-header": b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 200_000 + b"\r\nContent-Length: 2\r\n\r\n{}",
+    "bad-chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\n{}\r\n0\r\n\r\n",
+    "huge-chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffff\r\n{}",
+    "tls-alert": b"\x15\x03\x03\x00\x02\x02\x46",
+    # Well-formed answers in the shapes HTTP allows besides Content-Length: they must parse.
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\n{\"sta\r\nf;ext=1\r\nte\":\"running\"}\n\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    "http10": b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n{\"state\":\"running\"}\n",
 }
 
 
@@ -129,6 +136,32 @@ def test_async_client_too(hostile, key):
                 pass
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("key", ["chunked", "http10"])
+def test_answers_without_a_length_parse(hostile, key):
+    with co.Client(**kwargs(hostile), timeout=5) as client:
+        assert client.status(key).state == "running"
+
+
+def test_a_tls_answer_to_plain_http_says_so(hostile):
+    with co.Client(**kwargs(hostile), timeout=5) as client, pytest.raises(co.TransportError, match="answered in TLS"):
+        client.status("tls-alert")
+
+
+def test_the_answer_parser_takes_bytes_one_at_a_time():
+    """The same answer split anywhere parses the same: TCP may cut it at any byte."""
+    for key in ("chunked", "error-500", "deep"):
+        whole = transport.Answer()
+        whole.feed(ANSWERS[key])
+        whole.at_eof()
+        drip = transport.Answer()
+        for i in range(len(ANSWERS[key])):
+            if drip.done:
+                break
+            drip.feed(ANSWERS[key][i:i + 1])
+        drip.at_eof()
+        assert (drip.status, drip.body) == (whole.status, whole.body) and whole.body
 
 
 def test_silence_is_a_timeout(hostile):
