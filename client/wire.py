@@ -269,6 +269,9 @@ def decode_copy_request(body: bytes) -> CopyRequest:
         )
     by_folded = {name.lower(): name for name in _FIELDS}
     for key, item in value.items():
+        key = _go_string(key)
+        if isinstance(item, str):
+            item = _go_string(item)
         name = by_folded.get(key.lower())
         if name is None or item is None:
             continue
@@ -290,6 +293,15 @@ def decode_copy_request(body: bytes) -> CopyRequest:
             )
         setattr(request, name, item)
     return request
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _go_string(text: str) -> str:
+    """Go's decoder turns an escaped lone surrogate (``\\ud800``) into U+FFFD; Python keeps it,
+    and a str holding one cannot be encoded (a path, a log line, a JSON answer) later."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 class _GoNumber(float):
