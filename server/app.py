@@ -85,11 +85,16 @@ class BaseHandler(tornado.web.RequestHandler):
             raise ApiError(501, wire.ERR_METHOD)
         if self.verifier is not None:
             try:
-                self.verifier.check_header(self.request.headers.get(wire.AUTH_HEADER))
+                self.verifier.check_header(self._first(wire.AUTH_HEADER))
             except TokenRejected as exc:
                 raise ApiError(401, str(exc)) from None
-        if self.request.headers.get(wire.VERSION_HEADER) != wire.API_VERSION:
+        if self._first(wire.VERSION_HEADER) != wire.API_VERSION:
             raise ApiError(406, wire.ERR_VERSION)
+
+    def _first(self, name: str) -> Optional[str]:
+        """Go's ``Header.Get``: the first of repeated values (Tornado would join them)."""
+        values = self.request.headers.get_list(name)
+        return values[0] if values else None
 
     def _large_body_coming(self) -> bool:
         headers = self.request.headers

@@ -16,6 +16,7 @@ unchanged Tornado application:
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import ssl
 from typing import Any, Awaitable, Optional
@@ -121,6 +122,12 @@ class GoHTTP1Connection(HTTP1Connection):
             await body
         finally:
             self._disarm()
+
+    def _can_keep_alive(self, start_line: Any, headers: httputil.HTTPHeaders) -> bool:
+        """Go closes when ``close`` is any token of Connection (``close, x``), not only the whole value."""
+        if "close" in re.split(r"[\s,]+", headers.get("Connection", "").lower()):
+            return False
+        return super()._can_keep_alive(start_line, headers)
 
     def write_headers(self, start_line: Any, headers: httputil.HTTPHeaders, chunk: Optional[bytes] = None) -> Any:
         self._response_started = True

@@ -200,7 +200,10 @@ def body_cases(token: str) -> List[Case]:
         "NaN": b'{"slots":NaN}', "Infinity": b'{"slots":Infinity}', "neg zero": b'{"slots":-0}',
         "leading zero": b'{"slots":01}', "case keys": b'{"COMPUTENAME":"c","SourcePath":"s"}',
         "whitespace": b" \t\r\n", "trailing garbage": b'{"computeName":""} x', "two values": b"{} {}",
-        "null fields": b'{"computeName":null,"sourcePath":"s"}', "dup keys": b'{"computeName":"c","computeName":""}',
+        "null fields": b'{"computeName":null,"sourcePath":"s"}', "escape newline": b'{"a":"\\\n"}',
+        "escape short u": b'{"a":"\\u"}', "escape u eof": b'{"a":"\\u12', "escape bad byte": b'{"a":"\\\xff"}',
+        "top-level e acute": "\u00e9".encode(), "top-level c280": b"\xc2\x80", "top-level ff": b"\xff",
+        "literal false": b'{"a":fals}', "literal eof": b"tru", "dup keys": b'{"computeName":"c","computeName":""}',
     }
     cases = [("body %s" % name, request("POST", "/trial", token, body=body)) for name, body in bodies.items()]
     cases.append(("body chunked bad", request("POST", "/trial", token, length=False,
@@ -255,6 +258,17 @@ def framing_cases(token: str) -> List[Case]:
     ]
 
 
+GROUPS = ("tokens", "versions", "routes", "paths", "queries", "bodies", "framing")
+GOLDEN = "reference_answers.json"  # the reference's answers to GROUPS, recorded by the reference tier
+
+
+def group_cases(group: str, token: str, secret: bytes) -> List[Case]:
+    if group == "tokens":
+        return token_cases(token, secret)
+    return {"versions": version_cases, "routes": route_cases, "paths": path_cases, "queries": query_cases,
+            "bodies": body_cases, "framing": framing_cases}[group](token)
+
+
 def lifecycle_cases(token: str) -> List[Case]:
     """In order: copies made, listed, polled, cancelled; a busy shutdown refused, then shut down."""
     name0 = "mock-rabbit-01--nnf-copy-offload-node-0"
@@ -307,6 +321,17 @@ class Answer:
 
     def key(self) -> Tuple[int, Tuple[Tuple[str, str], ...], bytes]:
         return self.status, tuple(sorted(self.headers.items())), self.body
+
+    def record(self) -> Dict[str, object]:
+        """The comparable part as JSON (the body as latin-1 text, byte for byte)."""
+        return {"status": self.status, "headers": self.headers, "body": self.body.decode("latin-1")}
+
+    @staticmethod
+    def from_record(record: Dict[str, object]) -> Tuple[int, Tuple[Tuple[str, str], ...], bytes]:
+        headers = record["headers"]
+        assert isinstance(headers, dict)
+        return (int(record["status"]), tuple(sorted(headers.items())),  # type: ignore[call-overload]
+                str(record["body"]).encode("latin-1"))
 
     def __repr__(self) -> str:
         return "%d %s %r" % (self.status, self.headers, self.body[:300])

@@ -86,12 +86,22 @@ def pair(material, tmp_path_factory) -> Iterator[Tuple[GoServer, object]]:
 def results() -> Iterator[List[dict]]:
     collected: List[dict] = []
     yield collected
+    if os.environ.get("COPY_OFFLOAD_REFERENCE_RECORD"):
+        golden = {item["name"]: item["record"] for item in collected if "record" in item
+                  and not item["name"].startswith("life ")}
+        with open(os.path.join(os.path.dirname(__file__), rc.GOLDEN), "w") as handle:
+            json.dump(golden, handle, indent=0, sort_keys=True)
+            handle.write("\n")
     if REPORT:
         with open(REPORT, "w") as handle:
             json.dump(collected, handle, indent=1)
 
 
 def _compare(pair, results, cases: List[rc.Case]) -> List[str]:
+    """Each case to both servers; the differing ones described. With
+    ``COPY_OFFLOAD_REFERENCE_RECORD=1`` the reference's answers are also kept in
+    tests/reference_answers.json, which the normal suite (test_conformance.py) replays against
+    ours without the reference."""
     go, ours = pair
     context = ssl.create_default_context(cafile=ours.material.cert)
     context.set_alpn_protocols(["http/1.1"])
@@ -101,7 +111,7 @@ def _compare(pair, results, cases: List[rc.Case]) -> List[str]:
         mine = rc.Answer(exchange(ours.port, context, data, 20.0))
         same = theirs.key() == mine.key()
         results.append({"name": name, "same": same, "go": repr(theirs), "ours": repr(mine),
-                        "status_same": theirs.status == mine.status})
+                        "status_same": theirs.status == mine.status, "record": theirs.record()})
         if not same:
             differing.append("%s\n    go:   %r\n    ours: %r" % (name, theirs, mine))
     return differing
@@ -118,18 +128,9 @@ def _secret(material) -> bytes:
         return pki.pem_der(handle.read())
 
 
-@pytest.mark.parametrize("group", ["tokens", "versions", "routes", "paths", "queries", "bodies", "framing"])
+@pytest.mark.parametrize("group", rc.GROUPS)
 def test_group(pair, results, material, group):
-    cases = {
-        "tokens": lambda: rc.token_cases(material.token, _secret(material)),
-        "versions": lambda: rc.version_cases(material.token),
-        "routes": lambda: rc.route_cases(material.token),
-        "paths": lambda: rc.path_cases(material.token),
-        "queries": lambda: rc.query_cases(material.token),
-        "bodies": lambda: rc.body_cases(material.token),
-        "framing": lambda: rc.framing_cases(material.token),
-    }[group]()
-    _check(pair, results, cases)
+    _check(pair, results, rc.group_cases(group, material.token, _secret(material)))
 
 
 def test_plain_http_on_the_tls_port(pair, results, material):
