@@ -32,7 +32,9 @@ pytestmark = [
                        reason="set COPY_OFFLOAD_REFERENCE_SERVER to a built nnf-dm copy-offload server binary"),
 ]
 
-# Case name -> why our answer differs on purpose (docs/compatibility.md says the same).
+# Case name -> why our answer differs on purpose (docs/compatibility.md says the same). Empty:
+# no request of the differential set is answered differently; the named differences (HTTP/2,
+# the body limit, the request timeout) have their own tests below and in test_hardening_http.py.
 DELIBERATE: Dict[str, str] = {}
 
 
@@ -159,6 +161,18 @@ def test_http2_is_a_named_difference(pair, material):
                 context.wrap_socket(sock, server_hostname=HOST) as conn:
             chosen.append(conn.selected_alpn_protocol())
     assert chosen == ["h2", "http/1.1"]
+
+
+def test_body_limit_is_a_named_difference(pair, material):
+    """Go reads any body; ours answers 413 past 1 MiB (docs/compatibility.md)."""
+    go, ours = pair
+    body = b'{"computeName":""' + b" " * (2 << 20) + b"}"
+    data = rc.request("POST", "/trial", material.token, body=body)
+    context = ssl.create_default_context(cafile=material.cert)
+    theirs = rc.Answer(exchange(go.port, context, data, 60.0))
+    mine = rc.Answer(exchange(ours.port, context, data, 60.0))
+    assert (theirs.status, theirs.body) == (400, b"compute name must be supplied\n")
+    assert (mine.status, mine.body) == (413, b"request body too large\n")
 
 
 def test_lifecycle(pair, results, material):
