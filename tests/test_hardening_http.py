@@ -453,7 +453,7 @@ def test_status_and_cancel_paths(server, data):
     ]))
     raw = request_bytes(method, prefix + name + query, server.material)
     status, headers, body = parse_response(raw_exchange(server, raw))
-    assert status < 500, (status, body)
+    assert status < 500 or (status, body) == (501, b"method not supported\n"), (status, body)  # "/cancel/" by GET
     if status == 307:  # Go's mux cleaning the path ("." and ".." segments, "//")
         assert headers["location"].startswith("/") and b"Temporary Redirect" in body + b"Temporary Redirect"
     elif status >= 400 and body != b"400 Bad Request":  # that one: Go's answer to a bad %-escape
