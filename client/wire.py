@@ -423,40 +423,40 @@ def request_name(path: str) -> str:
 def parse_max_wait(query: str) -> int:
     """``maxWaitSecs`` as Go's ``strconv.Atoi`` reads it, then no other parameter allowed."""
     params = go_parse_query(query)
-    raw = (params.pop(MAX_WAIT_PARAM, None) or [""])[0]
+    raw = (params.pop(MAX_WAIT_PARAM, None) or [b""])[0].decode("utf-8", "replace")
     value = _go_atoi(raw)
     if params:
         raise WireError(400, ERR_QUERY_PREFIX + go_encode_query(params))
     return value
 
 
-def go_parse_query(query: str) -> Dict[str, List[str]]:
-    """Go's ``url.ParseQuery``, keeping what it keeps: a pair holding ``;`` or a bad escape is
-    dropped (Go reports it and goes on), ``+`` is a space, a key without ``=`` has value ``""``."""
-    params: Dict[str, List[str]] = {}
-    for pair in query.split("&"):
-        if not pair or ";" in pair:
+def go_parse_query(query: str) -> Dict[str, List[bytes]]:
+    """Go's ``url.ParseQuery`` on the query's bytes (HTTP hands them over as latin-1), keeping
+    what it keeps: a pair holding ``;`` or a bad escape is dropped (Go reports it and goes on),
+    ``+`` is a space, a key without ``=`` has value ``""``."""
+    params: Dict[str, List[bytes]] = {}
+    for pair in query.encode("latin-1", "replace").split(b"&"):
+        if not pair or b";" in pair:
             continue
-        key, _, value = pair.partition("=")
-        try:
-            key, value = _go_unescape(key), _go_unescape(value)
-        except ValueError:
+        key, _, value = pair.partition(b"=")
+        if _BAD_ESCAPE.search(key) or _BAD_ESCAPE.search(value):
             continue
-        params.setdefault(key, []).append(value)
+        params.setdefault(_unescape(key).decode("latin-1"), []).append(_unescape(value))
     return params
 
 
-def _go_unescape(text: str) -> str:
-    if re.search(r"%(?![0-9A-Fa-f]{2})", text):
-        raise ValueError("invalid URL escape")
-    return urllib.parse.unquote_plus(text, errors="surrogateescape")
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
-def go_encode_query(params: Dict[str, List[str]]) -> str:
-    """Go's ``Values.Encode``: keys sorted, each key's values in order, QueryEscape'd."""
-    return "&".join("%s=%s" % (urllib.parse.quote_plus(key, safe="~", errors="surrogateescape"),
-                               urllib.parse.quote_plus(value, safe="~", errors="surrogateescape"))
-                    for key in sorted(params) for value in params[key])
+def _unescape(data: bytes) -> bytes:
+    return urllib.parse.unquote_to_bytes(data.replace(b"+", b" "))
+
+
+def go_encode_query(params: Dict[str, List[bytes]]) -> str:
+    """Go's ``Values.Encode``: keys sorted (as bytes), each key's values in order, QueryEscape'd."""
+    return "&".join("%s=%s" % (urllib.parse.quote_plus(key.encode("latin-1"), safe="~"),
+                               urllib.parse.quote_plus(value, safe="~"))
+                    for key in sorted(params, key=lambda k: k.encode("latin-1")) for value in params[key])
 
 
 def _go_atoi(raw: str) -> int:

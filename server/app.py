@@ -200,6 +200,9 @@ class TrialHandler(BaseHandler):
                 self._body += chunk
 
     async def serve(self) -> None:
+        broken = getattr(self.request, "go_body_error", None)
+        if broken:  # a chunked body that broke off: Go's decoder reports the reader's error
+            raise ApiError(400, wire.ERR_DECODE_PREFIX + broken)
         if self._body is None:
             raise ApiError(413, ERR_TOO_LARGE)
         try:
@@ -337,7 +340,7 @@ class GoMuxApplication(tornado.web.Application):
         deps = self.settings["handler_deps"]
         if request.uri == "*":
             return self.get_handler_delegate(request, StarHandler, deps)
-        decision = gomux.route(request.uri)
+        decision = gomux.route(request.uri, connect=request.method == "CONNECT")
         if decision.location is not None:
             return self.get_handler_delegate(request, RedirectHandler, dict(deps, location=decision.location))
         return self.get_handler_delegate(request, ROUTES.get(decision.route or "", NotFoundHandler), deps)

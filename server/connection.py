@@ -34,6 +34,8 @@ MAX_HEADER_BYTES = (1 << 20) + 4096  # Go's DefaultMaxHeaderBytes plus the slop 
 DEFAULT_REQUEST_TIMEOUT = 60.0
 DEFAULT_IDLE_TIMEOUT = 300.0
 _PEEK_RETRY = 0.02
+_GO_CHUNK_ERRORS = {"invalid chunk size": "invalid byte in chunk length",
+                    "chunked body too large": "http: request body too large"}
 
 
 class _AnswerOnOverflow:
@@ -128,6 +130,19 @@ class GoHTTP1Connection(HTTP1Connection):
         if "close" in re.split(r"[\s,]+", headers.get("Connection", "").lower()):
             return False
         return super()._can_keep_alive(start_line, headers)
+
+    async def _read_chunked_body(self, delegate: httputil.HTTPMessageDelegate) -> None:
+        """A broken chunked body reaches the handler, as in Go (whose body reader then fails
+        with its own words); Tornado would answer an empty 400 itself. The connection closes."""
+        try:
+            await super()._read_chunked_body(delegate)
+        except httputil.HTTPInputError as exc:
+            routed = getattr(delegate, "delegate", delegate)  # the application's routing delegate
+            request = getattr(routed, "request", None)
+            if request is None:
+                raise
+            request.go_body_error = _GO_CHUNK_ERRORS.get(str(exc), "malformed chunked encoding")
+            self._disconnect_on_finish = True
 
     def write_headers(self, start_line: Any, headers: httputil.HTTPHeaders, chunk: Optional[bytes] = None) -> Any:
         self._response_started = True

@@ -94,12 +94,13 @@ def _origin_form(target: bytes) -> bytes:
         rest = target
     elif scheme:
         hier = target[scheme.end():]
-        if not hier.startswith(b"//"):
-            raise bad_request("invalid URI for request")  # opaque ("mailto:x"): no path to serve
+        if not hier.startswith(b"//"):  # opaque ("mailto:x"): an empty path, its query kept
+            _, question, query = hier.partition(b"?")
+            return b"/." + question + query
         hier = hier[2:]
         cut = min([i for i in (hier.find(b"/"), hier.find(b"?")) if i >= 0] or [len(hier)])
         authority, rest = hier[:cut], hier[cut:]
-        if b"@" in authority or not _HOST_BYTES.fullmatch(authority):
+        if not _HOST_BYTES.fullmatch(authority.rpartition(b"@")[2]):
             raise bad_request("invalid host in request target")
         if not rest.startswith(b"/"):
             rest = b"/." + rest  # Go's empty path: its mux redirects it to "/", as it does "/."
@@ -186,6 +187,11 @@ def check_request_head(data: bytes, after_post: bool = False) -> RequestHead:
     expect = headers.get("Expect", [b""])[0]
     if expect and expect.lower() != b"100-continue":
         raise EXPECTATION_FAILED
+    if "Transfer-Encoding" in headers and "Content-Length" in headers:
+        # Go: chunked wins and Content-Length is dropped (Tornado would refuse the pair).
+        fields = [field for field in fields if field[0].lower() != b"content-length"]
+        del headers["Content-Length"]
+        folded = True
     if origin != target or folded:
         # Tornado gets the origin-form target and the folded lines joined, as Go read them.
         head = [b"%s %s %s" % (method, origin, proto)] + [b"%s: %s" % field for field in fields]

@@ -59,10 +59,13 @@ def clean_path(path: str) -> str:
     return cleaned
 
 
-def route(target: str) -> Decision:
-    """The mux's answer for an origin-form target (``/path?query``)."""
+def route(target: str, connect: bool = False) -> Decision:
+    """The mux's answer for an origin-form target (``/path?query``); a CONNECT's path is not
+    cleaned (and an authority-form CONNECT has none: 404)."""
     escaped, question, query = target.partition("?")
-    path = clean_path(escaped)
+    if connect and not escaped.startswith("/"):
+        return Decision()
+    path = escaped if connect else clean_path(escaped)
     segments = [urllib.parse.unquote(part) for part in path[1:].split("/")]
     suffix = ("?" + query) if query else ""
     if len(segments) == 1 and segments[0] in SUBTREES:

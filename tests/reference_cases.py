@@ -258,14 +258,69 @@ def framing_cases(token: str) -> List[Case]:
     ]
 
 
-GROUPS = ("tokens", "versions", "routes", "paths", "queries", "bodies", "framing")
+def edge_cases(token: str) -> List[Case]:
+    """Odd corners found probing both servers: CONNECT, HEAD, bodies where none is read, Host
+    forms, chunked and Content-Length edges, query bytes, absolute and opaque targets."""
+    return [
+        ("CONNECT path", request("CONNECT", "/hello", token)), ("CONNECT authority", request("CONNECT", "localhost:443", token)),
+        ("HEAD hello", request("HEAD", "/hello", token)), ("HEAD status", request("HEAD", "/status/x?maxWaitSecs=0", token)),
+        ("GET hello body", request("GET", "/hello", token, body=b"xyz")), ("DELETE cancel body", request("DELETE", "/cancel/x", token, body=b"{}")),
+        ("HTTP/1.0 hello", request("GET", "/hello", token, proto="HTTP/1.0")), ("HTTP/1.0 no host", request("GET", "/hello", token, proto="HTTP/1.0", host=None)),
+        ("host with port", request("GET", "/hello", token, host="localhost:4000")), ("host ipv6", request("GET", "/hello", token, host="[::1]:4000")),
+        ("host empty", request("GET", "/hello", token, host="")), ("host utf8", request("GET", "/hello", token, host="h\xe9")),
+        ("status query only ?", request("GET", "/status/x?", token)), ("status name encoded slash", request("GET", "/status/a%2Fb?maxWaitSecs=0", token)),
+        ("status name dotdot enc", request("GET", "/status/%2e%2e?maxWaitSecs=0", token)), ("status trailing slash", request("GET", "/status/x/?maxWaitSecs=0", token)),
+        ("cancel trailing slash", request("DELETE", "/cancel/x/", token)), ("cancel root", request("DELETE", "/cancel/", token)),
+        ("status root", request("GET", "/status/?maxWaitSecs=0", token)), ("status wait 1", request("GET", "/status/nope?maxWaitSecs=1", token)),
+        ("status wait neg", request("GET", "/status/nope?maxWaitSecs=-5", token)), ("list query", request("GET", "/list?x=1", token)),
+        ("hello query", request("GET", "/hello?maxWaitSecs=x", token)), ("trial query", request("POST", "/trial?x=1", token, body=b"{}")),
+        ("trial chunked ok", request("POST", "/trial", token, length=False, headers=[("Transfer-Encoding", "chunked")], body=b"2\r\n{}\r\n0\r\n\r\n")),
+        ("trial chunked bad size", request("POST", "/trial", token, length=False, headers=[("Transfer-Encoding", "chunked")], body=b"zz\r\n{}\r\n0\r\n\r\n")),
+        ("trial TE Chunked", request("POST", "/trial", token, length=False, headers=[("Transfer-Encoding", "Chunked")], body=b"2\r\n{}\r\n0\r\n\r\n")),
+        ("trial CL and TE", request("POST", "/trial", token, headers=[("Transfer-Encoding", "chunked")], body=b"2\r\n{}\r\n0\r\n\r\n")),
+        ("trial CL short", request("POST", "/trial", token, length=False, headers=[("Content-Length", "2")]) + b"{}garbage"),
+        ("trial CL +1", request("POST", "/trial", token, length=False, headers=[("Content-Length", "+1")]) + b"{"),
+        ("trial CL spaces", request("POST", "/trial", token, length=False, headers=[("Content-Length", " 2 ")]) + b"{}"),
+        ("trial CL 1,1", request("POST", "/trial", token, length=False, headers=[("Content-Length", "2, 2")]) + b"{}"),
+        ("trial CL empty", request("POST", "/trial", token, length=False, headers=[("Content-Length", "")])),
+        ("auth bearer colon", request("GET", "/hello", None, headers=[("Authorization", "Bearer: " + token)])),
+        ("auth bearer in middle", request("GET", "/hello", None, headers=[("Authorization", token[:10] + "Bearer" + token[10:])])),
+        ("version tab", request("GET", "/hello", token, version="\t1.0")), ("version 1.0 trailing tab", request("GET", "/hello", token, version="1.0\t")),
+        ("expect 100 GET", request("GET", "/hello", token, headers=[("Expect", "100-continue")])),
+        ("expect 100 upper", request("POST", "/trial", token, body=b"{}", headers=[("Expect", "100-CONTINUE")])),
+        ("header underscore", request("GET", "/hello", token, headers=[("X_A", "b")])), ("header utf8 value", request("GET", "/hello", token, headers=[("X-A", "\xe9")])),
+        ("header empty value", request("GET", "/hello", token, headers=[("X-A", "")])), ("header colon name", b"GET /hello HTTP/1.1\r\nHost: x\r\n: v\r\nConnection: close\r\n\r\n"),
+        ("tab in request line", b"GET\t/hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        ("double space request line", b"GET  /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        ("trailing space request line", b"GET /hello HTTP/1.1 \r\nHost: x\r\nConnection: close\r\n\r\n"),
+        ("query semicolon only", request("GET", "/status/x?;", token)), ("query plus", request("GET", "/status/x?maxWaitSecs=+0", token)),
+        ("query encoded key", request("GET", "/status/x?max%57aitSecs=0", token)), ("query unicode", request("GET", "/status/x?maxWaitSecs=0&\xe9=1", token)),
+        ("query space", request("GET", "/status/x?maxWaitSecs=0&a b", token)), ("path unicode", request("GET", "/h\xe9llo", token)),
+        ("path encoded unicode", request("GET", "/status/%C3%A9?maxWaitSecs=0", token)), ("path bad utf8 enc", request("GET", "/status/%ff?maxWaitSecs=0", token)),
+        ("path backslash", request("GET", "/hello\\", token)), ("path dot only", request("GET", "/.", token)), ("path dotdot only", request("GET", "/..", token)),
+        ("path double dot middle", request("GET", "/status/a/../b?maxWaitSecs=0", token)), ("path many slashes", request("GET", "///hello", token)),
+        ("path /./", request("GET", "/./", token)), ("abs https port", request("GET", "https://127.0.0.1:4000/hello", token)),
+        ("abs userinfo", request("GET", "http://u@h/hello", token)), ("abs no slash query", request("GET", "http://h?a", token)),
+        ("abs path dots", request("GET", "http://h/a/../hello", token)), ("abs ftp", request("GET", "ftp://h/hello", token)),
+        ("abs weird scheme", request("GET", "a+b://h/hello", token)), ("opaque", request("GET", "mailto:x", token)),
+        ("relative", request("GET", "hello/x", token)), ("star GET", request("GET", "*", token)), ("OPTIONS * body", request("OPTIONS", "*", None, body=b"abc")),
+        ("OPTIONS * 1.0", request("OPTIONS", "*", None, proto="HTTP/1.0", host=None)),
+        ("token with space inside", request("GET", "/hello", None, headers=[("Authorization", "Bearer " + token[:20] + " " + token[20:])])),
+        ("token utf8", request("GET", "/hello", None, headers=[("Authorization", "Bearer \xc3\xa9" + token)])),
+        ("token newline in b64", request("GET", "/hello", None, headers=[("Authorization", "Bearer " + token)])),
+        ("method lowercase post", request("post", "/trial", token, body=b"{}")), ("method long", request("X" * 300, "/hello", token)),
+        ("shutdown with body", request("PUT", "/shutdown", token, body=b"x")),
+    ]
+
+
+GROUPS = ("edges", "tokens", "versions", "routes", "paths", "queries", "bodies", "framing")
 GOLDEN = "reference_answers.json"  # the reference's answers to GROUPS, recorded by the reference tier
 
 
 def group_cases(group: str, token: str, secret: bytes) -> List[Case]:
     if group == "tokens":
         return token_cases(token, secret)
-    return {"versions": version_cases, "routes": route_cases, "paths": path_cases, "queries": query_cases,
+    return {"edges": edge_cases, "versions": version_cases, "routes": route_cases, "paths": path_cases, "queries": query_cases,
             "bodies": body_cases, "framing": framing_cases}[group](token)
 
 
