@@ -162,6 +162,9 @@ def _go_syntax_error(doc: str, exc: json.JSONDecodeError) -> str:
     where = "looking for beginning of value"
     if msg.startswith("Expecting value") and pos < len(doc) and doc[pos] in _LITERALS:
         return _literal_error(doc, pos)
+    number = _number_error(doc, pos)
+    if number:
+        return number
     if msg.startswith("Invalid control character"):
         where = "in string"
     elif msg.startswith("Invalid \\escape"):
@@ -197,6 +200,24 @@ def _literal_error(doc: str, pos: int) -> str:
             return "invalid character %s in literal %s (expecting %s)" % (
                 _go_quote_char(doc[at]), word, _go_quote_char(word[offset]))
     return "invalid character %s after top-level value" % _go_quote_char(doc[pos + len(word)])
+
+
+def _number_error(doc: str, pos: int) -> str:
+    """Go's error inside a number (``-}``, ``1.}``, ``1e}``): the character after the sign, dot
+    or exponent that is not a digit. Empty when ``pos`` is not inside a number."""
+    if pos < len(doc) and doc[pos] == "-":
+        at = pos + 1
+    elif pos < len(doc) and doc[pos] in ".eE" and pos > 0 and doc[pos - 1].isdigit():
+        at = pos + 1
+        if doc[pos] in "eE" and at < len(doc) and doc[at] in "+-":
+            at += 1
+    else:
+        return ""
+    if at >= len(doc):
+        return "unexpected EOF"
+    if doc[at] in "0123456789":
+        return ""
+    return "invalid character %s in numeric literal" % _go_quote_char(doc[at])
 
 
 def go_unmarshal(data: bytes) -> Any:

@@ -296,7 +296,7 @@ class RedirectHandler(BaseHandler):
 
     async def serve(self) -> None:
         self.set_status(307)
-        self.set_header("Location", self.location)
+        self.set_header("Location", gomux.location_header(self.location))
         if self.request.method in ("GET", "HEAD"):
             self.set_header("Content-Type", "text/html; charset=utf-8")
         else:

@@ -34,8 +34,7 @@ MAX_HEADER_BYTES = (1 << 20) + 4096  # Go's DefaultMaxHeaderBytes plus the slop 
 DEFAULT_REQUEST_TIMEOUT = 60.0
 DEFAULT_IDLE_TIMEOUT = 300.0
 _PEEK_RETRY = 0.02
-_GO_CHUNK_ERRORS = {"invalid chunk size": "invalid byte in chunk length",
-                    "chunked body too large": "http: request body too large"}
+_HEX = re.compile(rb"[0-9a-fA-F]{1,16}")
 
 
 class _AnswerOnOverflow:
@@ -132,17 +131,41 @@ class GoHTTP1Connection(HTTP1Connection):
         return super()._can_keep_alive(start_line, headers)
 
     async def _read_chunked_body(self, delegate: httputil.HTTPMessageDelegate) -> None:
-        """A broken chunked body reaches the handler, as in Go (whose body reader then fails
-        with its own words); Tornado would answer an empty 400 itself. The connection closes."""
+        """Go's chunked reader: chunk extensions (``2;x=y``) and trailers are accepted, and a
+        broken body reaches the handler, whose body reader then fails with Go's words (Tornado
+        would answer an empty 400 itself). The connection closes after a broken body."""
         try:
-            await super()._read_chunked_body(delegate)
+            await self._read_chunks(delegate)
         except httputil.HTTPInputError as exc:
             routed = getattr(delegate, "delegate", delegate)  # the application's routing delegate
             request = getattr(routed, "request", None)
             if request is None:
                 raise
-            request.go_body_error = _GO_CHUNK_ERRORS.get(str(exc), "malformed chunked encoding")
+            request.go_body_error = str(exc)
             self._disconnect_on_finish = True
+
+    async def _read_chunks(self, delegate: httputil.HTTPMessageDelegate) -> None:
+        total = 0
+        while True:
+            line = await self.stream.read_until(b"\n", max_bytes=4096)
+            size_text = line.rstrip(b"\r\n").split(b";", 1)[0].strip(b" \t")
+            if not size_text or not _HEX.fullmatch(size_text):
+                raise httputil.HTTPInputError("invalid byte in chunk length")
+            size = int(size_text, 16)
+            if size == 0:
+                while (await self.stream.read_until(b"\n", max_bytes=4096)).rstrip(b"\r\n"):
+                    pass  # trailers: read and ignored, as the reference's handlers never look
+                return
+            total += size
+            if total > self._max_body_size:
+                raise httputil.HTTPInputError("http: request body too large")
+            data = await self.stream.read_bytes(size)
+            if await self.stream.read_bytes(2) != b"\r\n":
+                raise httputil.HTTPInputError("malformed chunked encoding")
+            if not self._write_finished:
+                ret = delegate.data_received(data)
+                if ret is not None:
+                    await ret
 
     def write_headers(self, start_line: Any, headers: httputil.HTTPHeaders, chunk: Optional[bytes] = None) -> Any:
         self._response_started = True

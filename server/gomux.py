@@ -69,9 +69,9 @@ def route(target: str, connect: bool = False) -> Decision:
     segments = [urllib.parse.unquote(part) for part in path[1:].split("/")]
     suffix = ("?" + query) if query else ""
     if len(segments) == 1 and segments[0] in SUBTREES:
-        return Decision(location=path + "/" + suffix)
+        return Decision(location=escaped_path(path + "/") + suffix)
     if path != escaped:
-        return Decision(location=path + suffix)
+        return Decision(location=escaped_path(path) + suffix)
     if len(segments) == 1 and segments[0] in EXACT:
         return Decision(route=segments[0])
     if len(segments) >= 2 and segments[0] in SUBTREES:
@@ -79,9 +79,26 @@ def route(target: str, connect: bool = False) -> Decision:
     return Decision()
 
 
+_VALID_ENCODED = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~!$&'()*+,;=:@[]%/")
+
+
+def escaped_path(path: str) -> str:
+    """Go's ``URL.EscapedPath`` for a path parsed from ``path`` (request bytes as latin-1): kept
+    when it is a valid encoding, else the decoded bytes escaped again (``<`` is ``%3C``)."""
+    raw = path.encode("latin-1", "replace")
+    if all(byte in _VALID_ENCODED for byte in raw):
+        return path
+    return urllib.parse.quote_from_bytes(urllib.parse.unquote_to_bytes(raw), safe="-_.~$&+,/:;=@")
+
+
+def location_header(location: str) -> str:
+    """Go's ``hexEscapeNonASCII``: bytes past 0x7f as ``%XX``."""
+    return "".join(char if ord(char) < 0x80 else "%%%02X" % ord(char) for char in location)
+
+
 def redirect_body(location: str) -> bytes:
     """The HTML Go's ``http.Redirect`` writes for a GET (a 307 here)."""
     text = location
     for char, escape in _HTML_ESCAPES:
         text = text.replace(char, escape)
-    return ('<a href="%s">Temporary Redirect</a>.\n\n' % text).encode()
+    return ('<a href="%s">Temporary Redirect</a>.\n\n' % text).encode("latin-1", "replace")

@@ -313,14 +313,90 @@ def edge_cases(token: str) -> List[Case]:
     ]
 
 
-GROUPS = ("edges", "tokens", "versions", "routes", "paths", "queries", "bodies", "framing")
+def more_edge_cases(token: str) -> List[Case]:
+    """A second probe: pipelining, JSON number and type corners, query bytes, redirects of odd
+    paths, headers the reference ignores, chunk extensions and trailers."""
+    return [
+        ("pipelined two", (request("GET", "/hello", token).replace(b"Connection: close\r\n", b"") + request("GET", "/list", token))),
+        ("pipelined bad second", (request("GET", "/hello", token).replace(b"Connection: close\r\n", b"") + b"garbage\r\n\r\n")),
+        ("trial options", request("POST", "/trial", token, body=json.dumps(dict(DRY, sourcePath="", dcpOptions="-x", logStdout=True, storeStdout=True, slots=3, maxSlots=5, dmProfile="p", mpirunOptions="-n 2")).encode())),
+        ("trial slots -1", request("POST", "/trial", token, body=json.dumps(dict(DRY, sourcePath="", slots=-1, maxSlots=-1)).encode())),
+        ("trial huge string", request("POST", "/trial", token, body=json.dumps(dict(computeName="c"*5000)).encode())),
+        ("trial unicode fields", request("POST", "/trial", token, body=json.dumps({"computeName":"\u00e9","sourcePath":""}).encode())),
+        ("trial number exp", request("POST", "/trial", token, body=b'{"slots":1E2}')),
+        ("trial number neg exp", request("POST", "/trial", token, body=b'{"slots":-1e-2}')),
+        ("trial big int", request("POST", "/trial", token, body=b'{"slots":99999999999999999999999}')),
+        ("trial dryrun null", request("POST", "/trial", token, body=b'{"dryrun":null,"computeName":"c"}')),
+        ("trial array field", request("POST", "/trial", token, body=b'{"computeName":["a"]}')),
+        ("trial object field", request("POST", "/trial", token, body=b'{"computeName":{}}')),
+        ("trial bool to string", request("POST", "/trial", token, body=b'{"computeName":true}')),
+        ("trial string to bool", request("POST", "/trial", token, body=b'{"dryrun":"true"}')),
+        ("trial number to bool", request("POST", "/trial", token, body=b'{"dryrun":1}')),
+        ("trial nested unknown", request("POST", "/trial", token, body=b'{"x":{"y":[1,2,{"z":null}]},"computeName":""}')),
+        ("trial unterminated obj", request("POST", "/trial", token, body=b'{"computeName":"c"')),
+        ("trial colon missing value", request("POST", "/trial", token, body=b'{"computeName":}')),
+        ("trial single quote", request("POST", "/trial", token, body=b"{'a':1}")),
+        ("trial comment", request("POST", "/trial", token, body=b'{/*x*/}')),
+        ("trial key not string", request("POST", "/trial", token, body=b'{1:2}')),
+        ("trial NUL", request("POST", "/trial", token, body=b'\x00')),
+        ("trial spaces then value", request("POST", "/trial", token, body=b'   \n {}')),
+        ("trial minus", request("POST", "/trial", token, body=b'{"slots":-}')),
+        ("trial dot", request("POST", "/trial", token, body=b'{"slots":1.}')),
+        ("trial plus num", request("POST", "/trial", token, body=b'{"slots":+1}')),
+        ("trial hex", request("POST", "/trial", token, body=b'{"slots":0x1}')),
+        ("trial escaped key", request("POST", "/trial", token, body=b'{"\\u0063omputeName":""}')),
+        ("trial utf16 pair", request("POST", "/trial", token, body=b'{"computeName":"\\ud83d\\ude00","sourcePath":""}')),
+        ("trial U+2028", request("POST", "/trial", token, body='{"computeName":"a\u2028"}'.encode())),
+        ("trial tab in json", request("POST", "/trial", token, body=b'{\t"computeName"\t:\t""}')),
+        ("status many params", request("GET", "/status/x?a=1&b=2&c=3&maxWaitSecs=0", token)),
+        ("status repeated other", request("GET", "/status/x?a=2&a=1&maxWaitSecs=0", token)),
+        ("status encoded amp", request("GET", "/status/x?maxWaitSecs=0&a=%26", token)),
+        ("status value with =", request("GET", "/status/x?maxWaitSecs=0&a=b=c", token)),
+        ("status encoded chars", request("GET", "/status/x?maxWaitSecs=0&a=%21%2A%27%28%29", token)),
+        ("status tilde", request("GET", "/status/x?maxWaitSecs=0&a=~", token)),
+        ("status wait huge", request("GET", "/status/x?maxWaitSecs=9223372036854775808", token)),
+        ("status wait max", request("GET", "/status/x?maxWaitSecs=9223372036854775807", token)),
+        ("status wait spaces", request("GET", "/status/x?maxWaitSecs=%201", token)),
+        ("status name with --", request("GET", "/status/a--b?maxWaitSecs=0", token)),
+        ("status name mock like", request("GET", "/status/mock-rabbit-01--nnf-copy-offload-node-999?maxWaitSecs=0", token)),
+        ("cancel name mock like", request("DELETE", "/cancel/mock-rabbit-01--nnf-copy-offload-node-999", token)),
+        ("cancel query", request("DELETE", "/cancel/x?y=1", token)),
+        ("cancel encoded", request("DELETE", "/cancel/%78", token)),
+        ("list wrong version", request("GET", "/list", token, version="0.9")),
+        ("shutdown GET", request("GET", "/shutdown", token)),
+        ("shutdown no token", request("POST", "/shutdown", None)),
+        ("shutdown bad version", request("POST", "/shutdown", token, version="2")),
+        ("hello HEAD no token", request("HEAD", "/hello", None)),
+        ("nope HEAD", request("HEAD", "/nope", token)),
+        ("redirect HEAD", request("HEAD", "//hello", token)),
+        ("redirect POST", request("POST", "//trial", token, body=b"{}")),
+        ("redirect with html chars", request("GET", "//x<y>?a=\"&'", token)),
+        ("redirect encoded", request("GET", "//a%20b", token)),
+        ("redirect unicode", request("GET", "//\xe9", token)),
+        ("token huge", request("GET", "/hello", "a"*60000)),
+        ("auth only spaces", request("GET", "/hello", None, headers=[("Authorization", "   ")])),
+        ("auth Bearer tab only", request("GET", "/hello", None, headers=[("Authorization", "Bearer\t")])),
+        ("version twice same", request("GET", "/hello", token, headers=[("Accepts-version", "1.0")])),
+        ("content-type json", request("GET", "/hello", token, headers=[("Content-Type", "application/json")])),
+        ("accept header", request("GET", "/hello", token, headers=[("Accept", "application/json")])),
+        ("accept-encoding gzip", request("GET", "/status/x?maxWaitSecs=0", token, headers=[("Accept-Encoding", "gzip")])),
+        ("content-encoding gzip body", request("POST", "/trial", token, body=b"\x1f\x8b\x08\x00", headers=[("Content-Encoding", "gzip")])),
+        ("upgrade h2c", request("GET", "/hello", token, headers=[("Upgrade", "h2c"), ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")])),
+        ("upgrade websocket", request("GET", "/hello", token, headers=[("Upgrade", "websocket")])),
+        ("x-forwarded", request("GET", "/hello", token, headers=[("X-Forwarded-For", "1.2.3.4"), ("X-Real-Ip", "1.2.3.4")])),
+        ("trailer chunked", request("POST", "/trial", token, length=False, headers=[("Transfer-Encoding", "chunked")], body=b"2\r\n{}\r\n0\r\nX-T: 1\r\n\r\n")),
+        ("chunk ext", request("POST", "/trial", token, length=False, headers=[("Transfer-Encoding", "chunked")], body=b"2;x=y\r\n{}\r\n0\r\n\r\n")),
+    ]
+
+
+GROUPS = ("edges", "more", "tokens", "versions", "routes", "paths", "queries", "bodies", "framing")
 GOLDEN = "reference_answers.json"  # the reference's answers to GROUPS, recorded by the reference tier
 
 
 def group_cases(group: str, token: str, secret: bytes) -> List[Case]:
     if group == "tokens":
         return token_cases(token, secret)
-    return {"edges": edge_cases, "versions": version_cases, "routes": route_cases, "paths": path_cases, "queries": query_cases,
+    return {"edges": edge_cases, "more": more_edge_cases, "versions": version_cases, "routes": route_cases, "paths": path_cases, "queries": query_cases,
             "bodies": body_cases, "framing": framing_cases}[group](token)
 
 

@@ -243,7 +243,7 @@ def replay_server(material):
         yield proc
 
 
-@pytest.mark.parametrize("group", ["edges", "tokens", "versions", "routes", "paths", "queries", "bodies", "framing"])
+@pytest.mark.parametrize("group", ["edges", "more", "tokens", "versions", "routes", "paths", "queries", "bodies", "framing"])
 def test_answers_recorded_from_the_reference(replay_server, material, group):
     """Every request of the differential tier, answered as the reference Go server answered it
     when tests/reference_answers.json was recorded (pytest -m reference with
