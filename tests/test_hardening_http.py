@@ -816,3 +816,37 @@ def test_header_block_over_the_limit_gets_431(server):
     answer, _ = _timed_answer(server, over)
     assert answer == (b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
                       b"Connection: close\r\n\r\n431 Request Header Fields Too Large"), answer[:300]
+
+
+def test_write_error_never_raises():
+    """An error whose text cannot be worded still gets a one-line answer (a 500), never an
+    empty body: write_error catches its own failures."""
+    import asyncio
+
+    import tornado.httpserver
+    import tornado.netutil
+    import tornado.web
+    from copy_offload.server.app import ApiError, BaseHandler
+
+    class Unwordable(BaseHandler):
+        def check(self) -> None:
+            pass
+
+        async def serve(self) -> None:
+            raise ApiError(400, None)  # type: ignore[arg-type]
+
+    deps = {"driver": None, "verifier": None, "on_shutdown": lambda: None}
+    app = tornado.web.Application([("/x", Unwordable, deps)])
+
+    async def ask() -> httpx.Response:
+        sockets = tornado.netutil.bind_sockets(0, HOST)
+        server = tornado.httpserver.HTTPServer(app)
+        server.add_sockets(sockets)
+        try:
+            async with httpx.AsyncClient(trust_env=False) as client:
+                return await client.get("http://%s:%d/x" % (HOST, sockets[0].getsockname()[1]))
+        finally:
+            server.stop()
+
+    response = asyncio.run(ask())
+    assert (response.status_code, response.text) == (500, "internal server error\n")
