@@ -6,13 +6,18 @@ split and exit codes, same status pretty-print, so scripts written for the C too
 
 from __future__ import annotations
 
+import errno
 import getopt
+import os
+import ssl
+import stat
 import sys
-from typing import Any, Callable, List, Optional, TextIO
+import time
+from typing import Any, Callable, Iterator, List, Optional, TextIO
 
 from copy_offload.client.client import Client
-from copy_offload.client.discovery import CERT_PATH, discover, read_token_file
-from copy_offload.client.errors import CopyOffloadError, ServerError, TransportError
+from copy_offload.client.discovery import CERT_PATH, discover
+from copy_offload.client.errors import ConnectError, CopyOffloadError, ServerError, TransportError
 from copy_offload.client.models import Status
 
 OPTSTRING = "hvVlst:x:c:oC:P:S:D:m:M:dHqj:w:XR"
@@ -102,6 +107,64 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+# --------------------------------------------------------------------------- the C tool's client-side texts
+
+
+class CText(CopyOffloadError):
+    """A failure worded as libcopyoffload words it (its ``err_message``, newline included)."""
+
+
+def read_token_like_c(path: str) -> str:
+    """libcopyoffload's ``read_contents``: stat, open, read ``st_size`` bytes, one CR/LF dropped."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise CText("Unable to stat %s: errno %d\n" % (path, exc.errno or 0)) from None
+    if stat.S_ISDIR(info.st_mode):  # fopen succeeds on a directory; fread then reads nothing
+        raise CText("Incomplete read of %s. Wanted %d, got 0\n" % (path, info.st_size))
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(info.st_size)
+    except OSError as exc:
+        raise CText("Unable to open %s: errno %d\n" % (path, exc.errno or 0)) from None
+    if len(data) != info.st_size:
+        raise CText("Incomplete read of %s. Wanted %d, got %d\n" % (path, info.st_size, len(data)))
+    if data[-1:] in (b"\n", b"\r"):
+        data = data[:-1]
+    return data.decode("utf-8", "surrogateescape")
+
+
+def check_ca_like_curl(path: str) -> None:
+    """libcurl's CURLE_SSL_CACERT_BADFILE (77) for a CA file it cannot load."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError, ValueError):
+        raise CText("libcurl: (77) error setting certificate file: %s\n" % path) from None
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+
+
+def curl_text(exc: TransportError, host: str, port: int, tls: bool, elapsed_ms: int) -> str:
+    """What libcopyoffload prints for a request that got no HTTP answer: libcurl's code and text."""
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return "libcurl: (60) SSL certificate problem: %s\n" % (cause.verify_message or "unable to verify")
+        if isinstance(cause, ConnectionResetError):
+            # During the TLS handshake libcurl says 35 (CURLE_SSL_CONNECT_ERROR), after it 56.
+            code = 35 if tls and isinstance(exc, ConnectError) else 56
+            return "libcurl: (%d) Recv failure: Connection reset by peer\n" % code
+        if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
+            return ("libcurl: (7) Failed to connect to %s port %d after %d ms: Couldn't connect to server\n"
+                    % (host, port, elapsed_ms))
+    return "libcurl: (%d) %s\n" % (exc.curl_code, exc)
+
+
 class Handle:
     """The tester's view of one libcopyoffload handle: last HTTP code and error message."""
 
@@ -117,6 +180,8 @@ class Handle:
         self.http_code = -1
         if self.verbose_http:
             sys.stderr.write("> %s %s%s\n" % (method, self.client.config.base_url, path))
+        started = time.monotonic()
+        config = self.client.config
         try:
             result = action()
         except ServerError as exc:
@@ -124,7 +189,8 @@ class Handle:
             self._trace()
             return 1, None, exc.body
         except TransportError as exc:
-            self.err_message = "libcurl: (%d) %s" % (exc.curl_code, exc)
+            self.err_message = curl_text(exc, config.host, config.port, config.tls,
+                                         int(1000 * (time.monotonic() - started)))
             return 1, None, ""
         except CopyOffloadError as exc:  # a 200 we could not read
             self.http_code = 200
@@ -229,7 +295,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         config = discover(tls=tls, ca_file=o.get("x") or CERT_PATH, compute_name=o.get("compute"))
         if "t" in o:
-            config.token = read_token_file(o["t"]) or None
+            config.token = read_token_like_c(o["t"]) or None
+        if tls:  # libcurl would fail its first transfer on it; our client, earlier, in other words
+            check_ca_like_curl(config.ca_file or CERT_PATH)
     except CopyOffloadError as exc:
         sys.stderr.write("%s\n" % exc)
         return 1

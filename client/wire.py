@@ -136,7 +136,8 @@ _FIELDS = {name: type(value) for name, value in CopyRequest().__dict__.items()}
 _INT32 = (-(2**31), 2**31 - 1)
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """The JSON kind Go names in an unmarshal type error."""
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, (int, float)):
@@ -159,16 +160,21 @@ def _go_syntax_error(doc: str, exc: json.JSONDecodeError) -> str:
     if msg.startswith("Unterminated string") or pos >= len(doc.rstrip(_JSON_SPACE)):
         return "unexpected EOF"
     where = "looking for beginning of value"
+    if msg.startswith("Expecting value") and pos < len(doc) and doc[pos] in _LITERALS:
+        return _literal_error(doc, pos)
+    number = _number_error(doc, pos)
+    if number:
+        return number
     if msg.startswith("Invalid control character"):
-        where = "in string literal"
+        where = "in string"
     elif msg.startswith("Invalid \\escape"):
-        pos += 1  # Python points at the backslash, Go at the character after it
-        where = "in string escape code"
+        # Go 1.27 (encoding/json on json/v2) quotes the escape: a backslash and the next byte.
+        return "invalid escape sequence %s in string" % _go_quote(doc[pos:pos + 2].encode("utf-8", "surrogateescape")[:2])
     elif msg.startswith("Invalid \\uXXXX"):
-        pos += 1  # Python points at the "u", Go at the first character that is not hex
-        while pos < len(doc) and doc[pos] in "0123456789abcdefABCDEF":
-            pos += 1
-        where = "in \\u hexadecimal character escape"
+        start = pos - 1  # Python points at the "u"
+        if '"' not in doc[start:]:
+            return "unexpected EOF"
+        return "invalid escape sequence %s in string" % _go_quote(doc[start:start + 6].encode("utf-8", "surrogateescape")[:6])
     elif msg.startswith("Expecting property name"):
         where = "looking for beginning of object key string"
     elif msg.startswith("Expecting ':'"):
@@ -178,6 +184,60 @@ def _go_syntax_error(doc: str, exc: json.JSONDecodeError) -> str:
     if pos >= len(doc):
         return "unexpected EOF"
     return "invalid character %s %s" % (_go_quote_char(doc[pos]), where)
+
+
+_LITERALS = {"n": "null", "t": "true", "f": "false"}
+
+
+def _literal_error(doc: str, pos: int) -> str:
+    """Go's error for a broken ``null``/``true``/``false``: the first character that does not fit."""
+    word = _LITERALS[doc[pos]]
+    for offset in range(1, len(word)):
+        at = pos + offset
+        if at >= len(doc):
+            return "unexpected EOF"
+        if doc[at] != word[offset]:
+            return "invalid character %s in literal %s (expecting %s)" % (
+                _go_quote_char(doc[at]), word, _go_quote_char(word[offset]))
+    return "invalid character %s after top-level value" % _go_quote_char(doc[pos + len(word)])
+
+
+def _number_error(doc: str, pos: int) -> str:
+    """Go's error inside a number (``-}``, ``1.}``, ``1e}``): the character after the sign, dot
+    or exponent that is not a digit. Empty when ``pos`` is not inside a number."""
+    if pos < len(doc) and doc[pos] == "-":
+        at = pos + 1
+    elif pos < len(doc) and doc[pos] in ".eE" and pos > 0 and doc[pos - 1].isdigit():
+        at = pos + 1
+        if doc[pos] in "eE" and at < len(doc) and doc[at] in "+-":
+            at += 1
+    else:
+        return ""
+    if at >= len(doc):
+        return "unexpected EOF"
+    if doc[at] in "0123456789":
+        return ""
+    return "invalid character %s in numeric literal" % _go_quote_char(doc[at])
+
+
+def go_unmarshal(data: bytes) -> Any:
+    """``json.Unmarshal`` of a whole document into an interface: the value, or ValueError
+    with Go's text (``unexpected end of JSON input``, ``invalid character ...``)."""
+    doc = data.decode("utf-8", errors="replace")
+    stripped = doc.strip(_JSON_SPACE)
+    if not stripped:
+        raise ValueError("unexpected end of JSON input")
+    try:
+        value, end = json.JSONDecoder(parse_constant=_reject_constant).raw_decode(doc.lstrip(_JSON_SPACE))
+    except json.JSONDecodeError as exc:
+        text = _go_syntax_error(doc.lstrip(_JSON_SPACE), exc)
+        raise ValueError("unexpected end of JSON input" if text == "unexpected EOF" else text) from None
+    except RecursionError:
+        raise ValueError("exceeded max depth") from None
+    rest = doc.lstrip(_JSON_SPACE)[end:].lstrip(_JSON_SPACE)
+    if rest:
+        raise ValueError("invalid character %s after top-level value" % _go_quote_char(rest[0]))
+    return value
 
 
 def _brackets(doc: str) -> Iterator[str]:
@@ -212,6 +272,29 @@ _GO_CHAR_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\
                     "\v": "\\v", "\\": "\\\\"}
 
 
+def _go_quote(data: bytes) -> str:
+    """Go's ``strconv.Quote`` of ``data`` or, where ``CanBackquote`` allows, a backquoted copy."""
+    text = data.decode("utf-8", "surrogateescape")
+    if all(c == "\t" or (c.isprintable() and c not in "`\ufeff" and not 0xDC80 <= ord(c) <= 0xDCFF) for c in text):
+        return "`%s`" % text
+    out = []
+    for char in text:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8
+            out.append("\\x%02x" % (code - 0xDC00))
+        elif char in ('"', "\\"):
+            out.append("\\" + char)
+        elif char in _GO_CHAR_ESCAPES:
+            out.append(_GO_CHAR_ESCAPES[char])
+        elif code < 0x20 or code == 0x7F:
+            out.append("\\x%02x" % code)
+        elif not char.isprintable():
+            out.append("\\u%04x" % code)
+        else:
+            out.append(char)
+    return '"%s"' % "".join(out)
+
+
 def _go_quote_char(char: str) -> str:
     """Go's ``quoteChar`` in encoding/json syntax errors: ``'x'``, ``'\\''``, ``'"'``, ``'\\n'``.
 
@@ -223,9 +306,10 @@ def _go_quote_char(char: str) -> str:
     if char == '"':
         return "'\"'"
     code = ord(char)
-    if code >= 0x80:
-        code = char.encode("utf-8", "surrogatepass")[0]
-        char = chr(code)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8 (kept by surrogateescape)
+        return "'\\x%02x'" % (code - 0xDC00)
+    if code >= 0x80:  # Go 1.27 quotes the rune (strconv.QuoteRune): '\ufeff' for a BOM
+        return "'%s'" % (char if char.isprintable() else "\\u%04x" % code)
     if char in _GO_CHAR_ESCAPES:
         text = _GO_CHAR_ESCAPES[char]
     elif code < 0x20 or code == 0x7F:
@@ -243,10 +327,7 @@ def decode_copy_request(body: bytes) -> CopyRequest:
     First JSON value only, unknown keys ignored, keys matched case-insensitively (last one
     wins), ``null`` leaves a field alone, and type errors are reported in Go's words.
     """
-    try:
-        doc = body.decode("utf-8", errors="replace")
-    except Exception:  # pragma: no cover - errors="replace" never raises
-        doc = ""
+    doc = body.decode("utf-8", errors="surrogateescape")  # a bad byte: U+FFFD in a string, '\xff' in an error
     stripped = doc.lstrip(" \t\r\n")
     if not stripped:
         raise WireError(400, ERR_DECODE_PREFIX + "EOF")
@@ -257,7 +338,7 @@ def decode_copy_request(body: bytes) -> CopyRequest:
     except ValueError as exc:
         raise WireError(400, ERR_DECODE_PREFIX + str(exc)) from None
     except RecursionError:
-        raise WireError(400, ERR_DECODE_PREFIX + _too_deep(stripped)) from None
+        value = _decode_deep(stripped)
     request = CopyRequest()
     if value is None:
         return request
@@ -265,10 +346,13 @@ def decode_copy_request(body: bytes) -> CopyRequest:
         raise WireError(
             400,
             ERR_DECODE_PREFIX
-            + "json: cannot unmarshal %s into Go value of type driver.DMRequest" % _json_kind(value),
+            + "json: cannot unmarshal %s into Go value of type driver.DMRequest" % json_kind(value),
         )
     by_folded = {name.lower(): name for name in _FIELDS}
     for key, item in value.items():
+        key = _go_string(key)
+        if isinstance(item, str):
+            item = _go_string(item)
         name = by_folded.get(key.lower())
         if name is None or item is None:
             continue
@@ -279,7 +363,7 @@ def decode_copy_request(body: bytes) -> CopyRequest:
         if want is int and isinstance(item, float) and not isinstance(item, bool):
             ok = False
         if not ok:
-            kind = _json_kind(item)
+            kind = json_kind(item)
             if kind == "number" and want is int:
                 kind = "number %s" % (item.text if isinstance(item, _GoNumber) else json.dumps(item))
             raise WireError(
@@ -292,6 +376,15 @@ def decode_copy_request(body: bytes) -> CopyRequest:
     return request
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _go_string(text: str) -> str:
+    """Go's decoder turns an escaped lone surrogate (``\\ud800``) into U+FFFD; Python keeps it,
+    and a str holding one cannot be encoded (a path, a log line, a JSON answer) later."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 class _GoNumber(float):
     """A JSON number with a fraction or exponent that keeps its text: Go's errors quote it (``1e3``)."""
 
@@ -302,26 +395,35 @@ class _GoNumber(float):
 _GO_MAX_DEPTH = 10000  # encoding/json's maxNestingDepth
 
 
-def _too_deep(doc: str) -> str:
-    """Go's error for a value nested too deeply: the bracket that went past the limit.
-
-    Go allows 10000 levels; Python's parser gives up near its recursion limit (about 1000), so
-    a body nested between the two gets the same text, naming the deepest bracket it reached.
-    """
+def _depth(doc: str) -> int:
     depth = deepest = 0
-    char_at_deepest = "["
     for char in _brackets(doc):
-        if char in "[{":
-            depth += 1
-            if depth > deepest:
-                deepest, char_at_deepest = depth, char
-            if depth > _GO_MAX_DEPTH:
-                break
-        else:
-            depth -= 1
-            if depth <= 0:
-                break
-    return "invalid character %s exceeded max depth" % _go_quote_char(char_at_deepest)
+        depth += 1 if char in "[{" else -1
+        deepest = max(deepest, depth)
+        if depth <= 0 or deepest > _GO_MAX_DEPTH:
+            break
+    return deepest
+
+
+def _decode_deep(doc: str) -> Any:
+    """Go nests 10000 deep, Python's parser about 1000 (its recursion limit): a body nested
+    between the two is parsed again with the limit raised for this one call."""
+    import sys
+
+    deepest = _depth(doc)
+    if deepest > _GO_MAX_DEPTH:
+        raise WireError(400, ERR_DECODE_PREFIX + "exceeded max depth")
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(old + 2 * deepest + 100)
+    try:
+        value, _ = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_GoNumber).raw_decode(doc)
+        return value
+    except json.JSONDecodeError as exc:
+        raise WireError(400, ERR_DECODE_PREFIX + _go_syntax_error(doc, exc)) from None
+    except RecursionError:
+        raise WireError(400, ERR_DECODE_PREFIX + "exceeded max depth") from None
+    finally:
+        sys.setrecursionlimit(old)
 
 
 def _reject_constant(name: str) -> Any:
@@ -341,13 +443,41 @@ def request_name(path: str) -> str:
 
 def parse_max_wait(query: str) -> int:
     """``maxWaitSecs`` as Go's ``strconv.Atoi`` reads it, then no other parameter allowed."""
-    params = urllib.parse.parse_qs(query, keep_blank_values=True)
-    raw = params.pop(MAX_WAIT_PARAM, [""])[0]
+    params = go_parse_query(query)
+    raw = (params.pop(MAX_WAIT_PARAM, None) or [b""])[0].decode("utf-8", "replace")
     value = _go_atoi(raw)
-    rest = sorted((key, v) for key, values in params.items() for v in values)
-    if rest:
-        raise WireError(400, ERR_QUERY_PREFIX + urllib.parse.urlencode(rest))
+    if params:
+        raise WireError(400, ERR_QUERY_PREFIX + go_encode_query(params))
     return value
+
+
+def go_parse_query(query: str) -> Dict[str, List[bytes]]:
+    """Go's ``url.ParseQuery`` on the query's bytes (HTTP hands them over as latin-1), keeping
+    what it keeps: a pair holding ``;`` or a bad escape is dropped (Go reports it and goes on),
+    ``+`` is a space, a key without ``=`` has value ``""``."""
+    params: Dict[str, List[bytes]] = {}
+    for pair in query.encode("latin-1", "replace").split(b"&"):
+        if not pair or b";" in pair:
+            continue
+        key, _, value = pair.partition(b"=")
+        if _BAD_ESCAPE.search(key) or _BAD_ESCAPE.search(value):
+            continue
+        params.setdefault(_unescape(key).decode("latin-1"), []).append(_unescape(value))
+    return params
+
+
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
+def _unescape(data: bytes) -> bytes:
+    return urllib.parse.unquote_to_bytes(data.replace(b"+", b" "))
+
+
+def go_encode_query(params: Dict[str, List[bytes]]) -> str:
+    """Go's ``Values.Encode``: keys sorted (as bytes), each key's values in order, QueryEscape'd."""
+    return "&".join("%s=%s" % (urllib.parse.quote_plus(key.encode("latin-1"), safe="~"),
+                               urllib.parse.quote_plus(value, safe="~"))
+                    for key in sorted(params, key=lambda k: k.encode("latin-1")) for value in params[key])
 
 
 def _go_atoi(raw: str) -> int:

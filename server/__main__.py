@@ -9,11 +9,11 @@ import ssl
 import sys
 from typing import List, Optional
 
-import tornado.httpserver
 import tornado.netutil
-from copy_offload.server import pki
+from copy_offload.server import pki, redact
 from copy_offload.server.app import make_app
 from copy_offload.server.auth import TokenVerifier
+from copy_offload.server.connection import GoHTTPServer
 from copy_offload.server.drivers.base import Driver
 from copy_offload.server.settings import ServerSettings, SettingsError, parse_settings
 
@@ -99,8 +99,8 @@ async def serve(settings: ServerSettings) -> None:
         asyncio.get_running_loop().call_later(SHUTDOWN_DELAY, stop.set)
 
     app = make_app(driver, verifier, request_stop)
-    server = tornado.httpserver.HTTPServer(app, ssl_options=context, xheaders=False,
-                                           idle_connection_timeout=300, max_body_size=8 << 20)
+    server = GoHTTPServer(app, ssl_options=context, xheaders=False, request_timeout=settings.request_timeout,
+                          max_body_size=8 << 20)
     try:
         sockets = tornado.netutil.bind_sockets(settings.port, settings.host or None)
     except OSError as exc:
@@ -127,6 +127,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact.install(logging.getLogger())
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
     try:
         asyncio.run(serve(settings))

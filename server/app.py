@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Optional
 
 import tornado.web
 from copy_offload.client import wire
+from copy_offload.server import gomux
 from copy_offload.server.auth import TokenRejected, TokenVerifier
 from copy_offload.server.drivers.base import Driver
 
@@ -24,6 +25,14 @@ MAX_BODY_BYTES = 1 << 20  # a copy request is a few hundred bytes; libcopyoffloa
 # to this size, so a client that sends it all before reading gets its 413 instead of a reset.
 DRAIN_BODY_BYTES = 1 << 30
 ERR_TOO_LARGE = "request body too large"
+
+
+class _AnyMethod(tuple):
+    """Every method reaches the handler: Go's handlers answer 501 for any they do not serve
+    (TRACE, PROPFIND, FOO alike), and its mux 404 for any on an unknown path."""
+
+    def __contains__(self, method: object) -> bool:
+        return True
 
 
 class ApiError(tornado.web.HTTPError):
@@ -44,7 +53,7 @@ class BaseHandler(tornado.web.RequestHandler):
     answered at once, and the connection then closes.
     """
 
-    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")  # type: ignore[assignment]
+    SUPPORTED_METHODS = _AnyMethod(("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS"))  # type: ignore[assignment]
     method = "GET"  # the one this route accepts
     _refusal: Optional[ApiError] = None
 
@@ -76,11 +85,16 @@ class BaseHandler(tornado.web.RequestHandler):
             raise ApiError(501, wire.ERR_METHOD)
         if self.verifier is not None:
             try:
-                self.verifier.check_header(self.request.headers.get(wire.AUTH_HEADER))
+                self.verifier.check_header(self._first(wire.AUTH_HEADER))
             except TokenRejected as exc:
                 raise ApiError(401, str(exc)) from None
-        if self.request.headers.get(wire.VERSION_HEADER) != wire.API_VERSION:
+        if self._first(wire.VERSION_HEADER) != wire.API_VERSION:
             raise ApiError(406, wire.ERR_VERSION)
+
+    def _first(self, name: str) -> Optional[str]:
+        """Go's ``Header.Get``: the first of repeated values (Tornado would join them)."""
+        values = self.request.headers.get_list(name)
+        return values[0] if values else None
 
     def _large_body_coming(self) -> bool:
         headers = self.request.headers
@@ -98,25 +112,43 @@ class BaseHandler(tornado.web.RequestHandler):
 
     get = head = post = delete = patch = put = options = _run
 
+    def __getattr__(self, name: str) -> Any:
+        """Tornado looks the request's method up as an attribute: any other verb is served too."""
+        request = self.__dict__.get("request")
+        if request is not None and name == request.method.lower():
+            return self._run
+        raise AttributeError(name)
+
     async def serve(self) -> None:
         raise NotImplementedError
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
+        """Go's ``http.Error``; never raises (a failure here would leave the client no answer)."""
+        try:
+            text = self._error_text(status_code, kwargs.get("exc_info", (None, None, None))[1])
+            body = wire.error_body(text)
+        except Exception:
+            log.exception("cannot word the error for %d", status_code)
+            self.set_status(500)
+            body = wire.error_body("internal server error")
+        try:
+            self.set_header("Content-Type", TEXT)
+            self.set_header("X-Content-Type-Options", "nosniff")
+            self.finish(body)
+        except Exception:
+            log.debug("cannot send the error answer", exc_info=True)
+
+    def _error_text(self, status_code: int, exc: Optional[BaseException]) -> str:
         if isinstance(exc, ApiError):
-            text = exc.text
-        elif status_code == 405:  # a verb tornado itself refused
+            return exc.text
+        if status_code == 405:  # a verb tornado itself refused
             self.set_status(501)
-            text = wire.ERR_METHOD
-        elif status_code == 413:
-            text = ERR_TOO_LARGE
-        elif isinstance(exc, tornado.web.HTTPError) and status_code < 500:
-            text = exc.reason or self._reason
-        else:
-            text = "internal server error"
-        self.set_header("Content-Type", TEXT)
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.finish(wire.error_body(text))
+            return wire.ERR_METHOD
+        if status_code == 413:
+            return ERR_TOO_LARGE
+        if isinstance(exc, tornado.web.HTTPError) and status_code < 500:
+            return exc.reason or self._reason
+        return "internal server error"
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ApiError):
@@ -128,6 +160,8 @@ class BaseHandler(tornado.web.RequestHandler):
             super().log_exception(typ, value, tb)
 
     def reply(self, body: bytes) -> None:
+        if not body:
+            self.clear_header("Content-Type")  # Go's ResponseWriter sniffs a type only from bytes
         self.finish(body)
 
     def call_driver_error(self, exc: wire.WireError, server_error_suffix: str = "") -> ApiError:
@@ -166,6 +200,9 @@ class TrialHandler(BaseHandler):
                 self._body += chunk
 
     async def serve(self) -> None:
+        broken = getattr(self.request, "go_body_error", None)
+        if broken:  # a chunked body that broke off: Go's decoder reports the reader's error
+            raise ApiError(400, wire.ERR_DECODE_PREFIX + broken)
         if self._body is None:
             raise ApiError(413, ERR_TOO_LARGE)
         try:
@@ -241,14 +278,45 @@ class NotFoundHandler(BaseHandler):
         """Go's mux answers unknown paths before any handler's checks."""
 
     async def serve(self) -> None:
-        path = self.request.path
-        if path + "/" in (wire.STATUS_PREFIX, wire.CANCEL_PREFIX):
-            # Go's ServeMux redirects a subtree root without its slash.
-            self.set_status(301)
-            self.set_header("Location", path + "/")
-            self.finish()
-            return
         raise ApiError(404, wire.ERR_NOT_FOUND_PAGE)
+
+
+class RedirectHandler(BaseHandler):
+    """Go's mux redirects (307) to the clean path or the subtree, before any handler's checks;
+    a GET gets Go's HTML body, a HEAD its headers, any other method neither."""
+
+    location = "/"
+
+    def initialize(self, location: str = "/", **deps: Any) -> None:  # type: ignore[override]
+        super().initialize(**deps)
+        self.location = location
+
+    def check(self) -> None:
+        pass
+
+    async def serve(self) -> None:
+        self.set_status(307)
+        self.set_header("Location", gomux.location_header(self.location))
+        if self.request.method in ("GET", "HEAD"):
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+        else:
+            self.clear_header("Content-Type")
+        self.finish(gomux.redirect_body(self.location) if self.request.method == "GET" else b"")
+
+
+class StarHandler(BaseHandler):
+    """A request for ``*``: Go answers ``OPTIONS *`` with an empty 200 (no checks) and any
+    other method with an empty 400 that closes the connection."""
+
+    def check(self) -> None:
+        pass
+
+    async def serve(self) -> None:
+        self.clear_header("Content-Type")
+        if self.request.method != "OPTIONS":
+            self.set_status(400)
+            self.set_header("Connection", "close")
+        self.finish(b"")
 
 
 def loggable(text: str, limit: int = 1024) -> str:
@@ -261,22 +329,26 @@ def loggable(text: str, limit: int = 1024) -> str:
     return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
+ROUTES = {"hello": HelloHandler, "trial": TrialHandler, "list": ListHandler, "shutdown": ShutdownHandler,
+          "status": StatusHandler, "cancel": CancelHandler}
+
+
+class GoMuxApplication(tornado.web.Application):
+    """Routes as Go's ServeMux does (``gomux``), not by Tornado's path patterns."""
+
+    def find_handler(self, request: Any, **kwargs: Any) -> Any:
+        deps = self.settings["handler_deps"]
+        if request.uri == "*":
+            return self.get_handler_delegate(request, StarHandler, deps)
+        decision = gomux.route(request.uri, connect=request.method == "CONNECT")
+        if decision.location is not None:
+            return self.get_handler_delegate(request, RedirectHandler, dict(deps, location=decision.location))
+        return self.get_handler_delegate(request, ROUTES.get(decision.route or "", NotFoundHandler), deps)
+
+
 def make_app(driver: Driver, verifier: Optional[TokenVerifier], on_shutdown: Callable[[], None]) -> tornado.web.Application:
     deps = {"driver": driver, "verifier": verifier, "on_shutdown": on_shutdown}
-    routes: List[Any] = [
-        (wire.HELLO, HelloHandler, deps),
-        (wire.TRIAL, TrialHandler, deps),
-        (wire.LIST, ListHandler, deps),
-        (wire.SHUTDOWN, ShutdownHandler, deps),
-        (wire.STATUS_PREFIX + ".*", StatusHandler, deps),
-        (wire.CANCEL_PREFIX + ".*", CancelHandler, deps),
-    ]
-    return tornado.web.Application(
-        routes,
-        default_handler_class=NotFoundHandler,
-        default_handler_args=deps,
-        log_function=_log_request,
-    )
+    return GoMuxApplication([], handler_deps=deps, log_function=_log_request)
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:

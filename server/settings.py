@@ -42,6 +42,7 @@ class ServerSettings:
     nnf_api_version: Optional[str] = None
     dws_api_version: Optional[str] = None
     log_level: str = "info"
+    request_timeout: float = 60.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--nnf-api-version", help="nnf driver: NNF API version (default: probed, v1alpha11 down)")
     p.add_argument("--dws-api-version", help="nnf driver: DWS API version (default: probed, v1alpha7 down)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--request-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="a request whose headers or body have not all arrived after SECONDS gets 408 "
+                   "and its connection is closed (default 60)")
     return p
 
 
@@ -122,6 +126,8 @@ def parse_settings(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[s
     driver = args.driver or ("mock" if args.mock else "local")
     if args.mock and args.driver not in (None, "mock"):
         raise SettingsError("-mock conflicts with --driver %s" % args.driver)
+    if not args.request_timeout > 0:
+        raise SettingsError("--request-timeout must be a positive number of seconds")
     if args.workers is not None and args.workers < 1:
         raise SettingsError("--workers must be a positive number")
     if driver == "local":
@@ -146,4 +152,5 @@ def parse_settings(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[s
         nnf_api_version=args.nnf_api_version,
         dws_api_version=args.dws_api_version,
         log_level=args.log_level,
+        request_timeout=args.request_timeout,
     )

@@ -130,22 +130,35 @@ def raw_exchange(server: ServerProcess, data: bytes, timeout: float = 15.0,
                  chunks: Optional[Iterable[bytes]] = None, first_response: bool = False) -> bytes:
     """Send ``data`` (then ``chunks``) on a fresh TLS connection; return all bytes until close,
     or (``first_response``) until one whole response has arrived."""
-    context: ssl.SSLContext = server.material.context()
-    with socket.create_connection((HOST, server.port), timeout=timeout) as sock, \
-            context.wrap_socket(sock, server_hostname=HOST) as tls:
-        tls.sendall(data)
-        for chunk in chunks or ():
-            tls.sendall(chunk)
-        received = bytearray()
-        while not (first_response and _complete(bytes(received))):
+    return exchange(server.port, server.material.context(), data, timeout, chunks, first_response)
+
+
+def exchange(port: int, context: Optional[ssl.SSLContext], data: bytes, timeout: float = 15.0,
+             chunks: Optional[Iterable[bytes]] = None, first_response: bool = False) -> bytes:
+    """``raw_exchange`` on any port, over TLS with ``context`` or plain without one; a server
+    that closes while we still send (a refused request) is not an error."""
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        conn = context.wrap_socket(sock, server_hostname=HOST) if context is not None else sock
+        try:
             try:
-                piece = tls.recv(65536)
-            except (ConnectionResetError, ssl.SSLError):
-                break
-            if not piece:
-                break
-            received += piece
-        return bytes(received)
+                conn.sendall(data)
+                for chunk in chunks or ():
+                    conn.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            received = bytearray()
+            while not (first_response and _complete(bytes(received))):
+                try:
+                    piece = conn.recv(65536)
+                except (ConnectionResetError, ssl.SSLError):
+                    break
+                if not piece:
+                    break
+                received += piece
+            return bytes(received)
+        finally:
+            if conn is not sock:
+                conn.close()
 
 
 def _complete(raw: bytes) -> bool:
@@ -168,6 +181,8 @@ def parse_response(raw: bytes) -> Tuple[int, Dict[str, str], bytes]:
     for line in head.split(b"\r\n")[1:]:
         key, _, value = line.decode("latin-1").partition(":")
         headers[key.strip().lower()] = value.strip()
+    if "content-length" not in headers and headers.get("connection", "").lower() == "close":
+        return int(match.group(1)), headers, rest  # Go's framing answers: the body runs to the close
     length = int(headers.get("content-length", "0"))
     return int(match.group(1)), headers, rest[:length]
 

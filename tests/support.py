@@ -144,3 +144,43 @@ def server_args(material: Material, *, tls: bool = True, token: bool = True, ext
 def run_tool(module: str, args: Sequence[str], env: Dict[str, str], timeout: float = 30.0) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def client_failure_cases(server: ServerProcess, tmp_path) -> tuple:
+    """Failures on the client's side and the reference C tester's stderr for each: CA file
+    missing, a directory, the wrong CA; a token file missing or a directory; a server that
+    resets the connection (TLS and plain). Returns (the resetting listener, [(args, env, stderr)])."""
+    import socket
+    import struct
+
+    os.makedirs(os.path.join(str(tmp_path), "other"), exist_ok=True)
+    other = Material(os.path.join(str(tmp_path), "other"))
+    listener = socket.socket()
+    listener.bind((HOST, 0))
+    listener.listen(8)
+
+    def reset_all() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(16)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    threading.Thread(target=reset_all, daemon=True).start()
+    env = server.client_env()
+    reset_env = dict(env, NNF_CONTAINER_PORTS=str(listener.getsockname()[1]))
+    cert, missing, directory = server.material.cert, os.path.join(str(tmp_path), "missing"), str(tmp_path)
+    reset = "libcurl: (%d) Recv failure: Connection reset by peer\n\n"
+    return listener, [
+        (["-x", missing, "-H"], env, "libcurl: (77) error setting certificate file: %s\n\n" % missing),
+        (["-x", directory, "-H"], env, "libcurl: (77) error setting certificate file: %s\n\n" % directory),
+        (["-x", other.cert, "-H"], env, "libcurl: (60) SSL certificate problem: self-signed certificate\n\n"),
+        (["-x", cert, "-t", missing, "-H"], env, "Unable to stat %s: errno 2\n\n" % missing),
+        (["-x", cert, "-t", directory, "-H"], env,
+         "Incomplete read of %s. Wanted %d, got 0\n\n" % (directory, os.stat(directory).st_size)),
+        (["-x", cert, "-H"], reset_env, reset % 35),
+        (["-s", "-H"], reset_env, reset % 56),
+    ]

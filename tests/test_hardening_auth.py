@@ -82,3 +82,41 @@ def test_hostile_headers_only_raise_token_rejected(header):
         assert TOKEN[-16:] not in text
         return
     assert header.replace("Bearer", "", 1).strip() == TOKEN
+
+
+def _parts(token: str):
+    return token.split(".")
+
+
+@pytest.mark.parametrize("make, text", [
+    (lambda t: t + "=", "token is malformed: could not base64 decode signature: illegal base64 data at input byte 43"),
+    (lambda t: "%s=.%s.%s" % tuple(_parts(t)), "token is malformed: could not base64 decode header: illegal base64 "
+     "data at input byte 36"),
+    (lambda t: t + ".x", "token is malformed: token contains an invalid number of segments"),
+    (lambda t: "!" + t, "token is malformed: could not base64 decode header: illegal base64 data at input byte 0"),
+    (lambda t: "e30.%s.%s" % tuple(_parts(t)[1:]), "token is unverifiable: signing method (alg) is unspecified"),
+    (lambda t: "eyJhbGciOiJYIn0.%s.%s" % tuple(_parts(t)[1:]), "token is unverifiable: signing method (alg) is "
+     "unavailable"),
+    (lambda t: "bm90IGpzb24.%s.%s" % tuple(_parts(t)[1:]), "token is malformed: could not JSON decode header: "
+     "invalid character 'o' in literal null (expecting 'u')"),
+    (lambda t: "%s.WzFd.%s" % (_parts(t)[0], _parts(t)[2]), "token is malformed: could not JSON decode claim: "
+     "json: cannot unmarshal array into Go value of type jwt.MapClaims"),
+    (lambda t: jwt.encode({"exp": "soon", "nbf": "x"}, SECRET, algorithm="HS256"),
+     "token has invalid claims: invalid type for claim: exp is invalid, invalid type for claim: nbf is invalid"),
+    (lambda t: jwt.encode({"exp": 1}, SECRET, algorithm="HS512"),
+     "token is unverifiable: error while executing keyfunc: unexpected signing method"),
+], ids=["padded-signature", "padded-header", "four-segments", "bad-base64", "no-alg", "unknown-alg", "header-not-json",
+        "claims-array", "claim-types", "hs512"])
+def test_golang_jwt_v5_texts(make, text):
+    """golang-jwt v5's parser and words, as the reference answers (padding refused, unlike pyjwt)."""
+    assert rejection(TokenVerifier(SECRET), "Bearer " + make(TOKEN)) == wire.ERR_TOKEN_PREFIX + text
+
+
+def test_null_claims_are_accepted_as_golang_jwt_does():
+    head = TOKEN.split(".")[0]
+    import base64
+    import hashlib
+    import hmac
+
+    signature = base64.urlsafe_b64encode(hmac.new(SECRET, ("%s.bnVsbA" % head).encode(), hashlib.sha256).digest())
+    TokenVerifier(SECRET).check_header("Bearer %s.bnVsbA.%s" % (head, signature.rstrip(b"=").decode()))

@@ -54,3 +54,16 @@ def test_reference_and_our_tester_print_the_same(mock_server):
             assert theirs.stdout.replace("node-0", "node-N") == ours.stdout.replace("node-1", "node-N")
             continue
         assert (ours.returncode, ours.stdout, ours.stderr) == (theirs.returncode, theirs.stdout, theirs.stderr), args
+
+
+def test_client_side_failures_print_the_same(mock_server, tmp_path):
+    from support import client_failure_cases, run_tool
+
+    listener, cases = client_failure_cases(mock_server, tmp_path)
+    try:
+        for args, env, _ in cases:
+            theirs = subprocess.run([TESTER, *args], env=env, capture_output=True, text=True, timeout=60)
+            ours = run_tool("copy_offload.client.tester", args, env)
+            assert (ours.returncode, ours.stdout, ours.stderr) == (theirs.returncode, theirs.stdout, theirs.stderr), args
+    finally:
+        listener.close()

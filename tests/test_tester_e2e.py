@@ -106,3 +106,18 @@ def test_tester_server_down(mock_server):
     assert r.returncode == 1
     assert r.stdout == "ret 1, http_code -1\n"
     assert r.stderr.startswith("libcurl: (7) ")
+
+
+def test_client_side_failures_in_the_reference_words(mock_server, tmp_path):
+    """The C tester's texts for a CA file missing or wrong, a token file it cannot stat or read,
+    and a connection reset (libcurl 35 in the handshake, 56 after), so scripts that grep them
+    work (checked against the real C tester in the reference tier)."""
+    from support import client_failure_cases, run_tool
+
+    listener, cases = client_failure_cases(mock_server, tmp_path)
+    try:
+        for args, env, stderr in cases:
+            ours = run_tool("copy_offload.client.tester", args, env)
+            assert (ours.returncode, ours.stdout, ours.stderr) == (1, "", stderr), args
+    finally:
+        listener.close()
