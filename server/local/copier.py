@@ -1,13 +1,15 @@
 """The data path of the copy engine: copy one batch of files, in a thread or a worker process.
 
-A batch is the files of one source directory going to one destination directory; the copier
-opens both directories once and works relative to them (``dir_fd``), which saves a path lookup
-per file. It is standard-library only and runs as a script (``python -I -S copier.py``) so a
+A batch is the files of one source directory going to one destination directory, both named
+relative to their allowed root; the copier opens both directories once beneath the root's
+descriptor, never through a symlink (beneath.py), and works relative to them (``dir_fd``), which
+also saves a path lookup per file. It is standard-library only and runs as a script (``python -I -S copier.py``) so a
 worker process starts in about 10 ms: on trees of many small files, copying in separate
 processes keeps the interpreter lock out of the kernel's way (bench/bench_copy.py measures it).
 
 Worker protocol, on stdin/stdout, frames of a 4-byte big-endian length and a ``marshal`` blob:
-in, first a config ``(token, umask, chunk, direct_min)`` then batches; out, ``("p", bytes, files)``
+in, first a config ``(token, umask, chunk, direct_min, source root, its fd, destination root,
+its fd)`` (the root descriptors are inherited: ``pass_fds``) then batches; out, ``("p", bytes, files)``
 progress deltas, ``("d", bytes, files)`` when a batch is done, and ``("e", errno, strerror,
 step, path)`` on failure, after which the worker exits. End of stdin ends the worker; a cancel
 kills it, and the engine removes what it left; a worker whose server died (its parent changed)
@@ -25,19 +27,25 @@ import struct
 import sys
 import time
 
+if __name__ == "__main__":  # a worker process (python -I -S copier.py): its sibling by path
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import beneath
+else:
+    from copy_offload.server.local import beneath
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms at the start of every worker process
     from typing import Callable, List, Optional, Sequence, Tuple
 
     # Entry: (source name, destination name, kind, size, mode, atime_ns, mtime_ns, sparse)
     Entry = Tuple[str, str, int, int, int, int, int, bool]
-    # Batch: (source dir, destination dir, entries, replace); replace = write beside, then rename.
+    # Batch: (source dir, destination dir, entries, replace), the directories relative to their
+    # roots; replace = write beside, then rename.
     Batch = Tuple[str, str, List[Entry], bool]
 
 TEMP_MARK = ".copy-offload-"
 KIND_FILE, KIND_LINK = 0, 1
 FALLBACK_ERRNOS = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
-_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
 _O_SRC = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 _O_NOATIME = getattr(os, "O_NOATIME", 0)  # reading must not dirty the source's inode (atime)
 _O_DST = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -77,6 +85,7 @@ class Copier:
 
     ``stopping()`` is polled between files and between chunks; ``on_chunk()``, if given, is
     called after each chunk of a large file (worker processes report progress from it).
+    ``trees`` are the open (source, destination) roots; by default ``/`` for both.
     """
 
     def __init__(
@@ -88,7 +97,12 @@ class Copier:
         stopping: Callable[[], bool],
         on_chunk: Optional[Callable[[], None]] = None,
         direct_min: int = 0,
+        trees: Optional[Tuple[beneath.Tree, beneath.Tree]] = None,
     ) -> None:
+        if trees is None:
+            top = beneath.Tree.open("/")
+            trees = (top, top)
+        self.src_tree, self.dst_tree = trees
         self.token = token
         self.umask = umask
         self.chunk = chunk
@@ -101,16 +115,17 @@ class Copier:
         self._buffer: Optional[mmap.mmap] = None
 
     def copy_batch(self, batch: Sequence) -> None:
-        src_dir, dst_dir, entries, replace = batch
+        src_rel, dst_rel, entries, replace = batch
+        src_dir, dst_dir = self.src_tree.show(src_rel), self.dst_tree.show(dst_rel)
         try:
-            sfd = os.open(src_dir, _O_DIR)
+            sfd = self.src_tree.opendir(src_rel)
         except OSError as exc:
-            raise Failure(exc.errno or 0, exc.strerror or str(exc), "opening directory", src_dir) from None
+            raise Failure(exc.errno or 0, beneath.reason(exc), "opening directory", src_dir) from None
         try:
             try:
-                dfd = os.open(dst_dir, _O_DIR)
+                dfd = self.dst_tree.opendir(dst_rel)
             except OSError as exc:
-                raise Failure(exc.errno or 0, exc.strerror or str(exc), "opening directory", dst_dir) from None
+                raise Failure(exc.errno or 0, beneath.reason(exc), "opening directory", dst_dir) from None
             try:
                 counter = self.counter
                 stopping = self.stopping
@@ -166,7 +181,7 @@ class Copier:
             src = os.path.join(src_dir, sname)
             dst = os.path.join(dst_dir, dname)
             where = src if step == "reading" else ("%s to %s" % (src, dst) if step == "copying" else dst)
-            raise Failure(exc.errno or 0, exc.strerror or str(exc), step, where) from None
+            raise Failure(exc.errno or 0, beneath.reason(exc), step, where) from None
         finally:
             if fo >= 0:
                 os.close(fo)
@@ -197,7 +212,10 @@ class Copier:
             os.utime(dname, ns=(atime, mtime), dir_fd=dfd, follow_symlinks=False)
         except OSError as exc:
             where = os.path.join(src_dir, sname) if step == "reading" else os.path.join(dst_dir, dname)
-            raise Failure(exc.errno or 0, exc.strerror or str(exc), step, where) from None
+            text = beneath.reason(exc)
+            if step == "reading" and exc.errno == errno.EINVAL:
+                text = "no longer a symlink (it changed while copying)"
+            raise Failure(exc.errno or 0, text, step, where) from None
         finally:
             if temp is not None:
                 try:
@@ -352,9 +370,13 @@ def main() -> int:
     parent = int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid()
     rfd, wfd = sys.stdin.fileno(), sys.stdout.fileno()
     try:
-        token, umask, chunk, direct_min = receive_frame(rfd)
+        config = receive_frame(rfd)
     except EOFError:
         return 0
+    token, umask, chunk, direct_min = config[:4]
+    trees = None
+    if len(config) >= 8:
+        trees = (beneath.Tree(config[4], config[5]), beneath.Tree(config[6], config[7]))
     counter = [0, 0]
     sent = [0, 0]
     last = [time.monotonic()]
@@ -371,7 +393,7 @@ def main() -> int:
         # server sweeps the temporaries. Checked between files and chunks; cheaper than ctypes.
         return os.getppid() != parent
 
-    copier = Copier(token, umask, chunk, counter, orphaned, report, direct_min)
+    copier = Copier(token, umask, chunk, counter, orphaned, report, direct_min, trees)
     while True:
         try:
             batch = receive_frame(rfd)

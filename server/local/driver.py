@@ -18,16 +18,16 @@ import datetime as dt
 import logging
 import os
 import shlex
-import shutil
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar, Union
 
 from copy_offload.client import wire
 from copy_offload.client.wire import CopyRequest, RequestState, WireError
 from copy_offload.server.drivers.base import Completions, Driver
+from copy_offload.server.local.beneath import Tree, reason, relative, root_of
 from copy_offload.server.local.command import CommandJob
 from copy_offload.server.local.copier import TEMP_MARK
 from copy_offload.server.local.engine import CopyCancelled, CopyError, CopyJob
@@ -103,7 +103,7 @@ class LocalDriver(Driver):
         if recovered:
             log.warning("marked %d request(s) failed: the server restarted while they ran", len(recovered))
             paths = [path for _name, temps in recovered for path in temps]
-            await self._loop.run_in_executor(None, _sweep, paths)
+            await self._loop.run_in_executor(None, _sweep, paths, self.confinement.roots)
         self._ticker = asyncio.ensure_future(self._tick())
 
     async def close(self) -> None:
@@ -128,8 +128,8 @@ class LocalDriver(Driver):
         workers = _worker_hint(request, self.workers)
         if profile.builtin:
             direct = _wants_direct(request.dcpOptions)
-            job: Job = CopyJob(paths.source, paths.destination, workers=workers, dryrun=request.dryrun,
-                               process_budget=self._budget, direct=direct)
+            job: Job = CopyJob(paths.source, paths.destination, roots=self.confinement.roots, workers=workers,
+                               dryrun=request.dryrun, process_budget=self._budget, direct=direct)
             command = " ".join([ENGINE_COMMAND] + (["--dryrun"] if request.dryrun else [])
                                + (["--direct"] if direct else []) + [paths.source, paths.destination])
         else:
@@ -310,17 +310,23 @@ def _worker_hint(request: CopyRequest, default: int) -> int:
     return min(hints) if hints else default
 
 
-def _sweep(paths: List[str]) -> None:
-    """Remove temporaries a previous server left; only names that carry our mark."""
+def _sweep(paths: List[str], roots: Sequence[str]) -> None:
+    """Remove temporaries a previous server left: only names that carry our mark, inside a root,
+    reached beneath it without following a symlink."""
     for path in paths:
-        if TEMP_MARK not in os.path.basename(path):
+        root = root_of(path, roots)
+        if TEMP_MARK not in os.path.basename(path) or root is None:
             continue
         try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.unlink(path)
+            tree = Tree.open(root)
+        except OSError as exc:
+            log.warning("cannot open the allowed root %r: %s", root, exc.strerror)
+            continue
+        try:
+            tree.remove(relative(path, root))
         except FileNotFoundError:
             pass
         except OSError as exc:
-            log.warning("cannot remove the temporary %r: %s", path, exc.strerror)
+            log.warning("cannot remove the temporary %r: %s", path, reason(exc))
+        finally:
+            tree.close()
