@@ -33,6 +33,7 @@ from copy_offload.server.local.copier import TEMP_MARK
 from copy_offload.server.local.engine import CopyCancelled, CopyError, CopyJob
 from copy_offload.server.local.paths import Confinement
 from copy_offload.server.local.profiles import Profile, Profiles
+from copy_offload.server.local.statelock import StateLock
 from copy_offload.server.local.store import Store
 
 __all__ = ["LocalDriver", "ENGINE_COMMAND", "NAME_BASE"]
@@ -78,10 +79,16 @@ class LocalDriver(Driver):
         workers: Optional[int] = None,
         profiles_file: Optional[str] = None,
         node_name: Optional[str] = None,
+        address: str = "",
     ) -> None:
         self.confinement = Confinement(allow_roots)
         self.profiles = Profiles(profiles_file)
-        self.store = Store(state_dir)
+        self.state_lock = StateLock(state_dir, address)  # before the store: a second server stops here
+        try:
+            self.store = Store(state_dir)
+        except BaseException:
+            self.state_lock.close()
+            raise
         self.workers = workers if workers and workers > 0 else (os.cpu_count() or 1)
         self.node_name = node_name or socket.gethostname().split(".")[0] or "localhost"
         self._active: Dict[str, _Request] = {}
@@ -117,6 +124,11 @@ class LocalDriver(Driver):
             await asyncio.wait(list(self._pending))
         await asyncio.get_running_loop().run_in_executor(None, self._db.shutdown, True)
         self.store.close()
+        self.state_lock.close()
+
+    def listening(self, address: str) -> None:
+        """The address the server is bound to, for the lock file (a refused server names it)."""
+        self.state_lock.record(address)
 
     # ------------------------------------------------------------------ Driver API
 
