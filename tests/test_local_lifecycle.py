@@ -3,6 +3,7 @@ a damaged request store, and requests interrupted by SIGTERM."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -11,7 +12,9 @@ import time
 
 import copy_offload.client as co
 import pytest
+from copy_offload.client.wire import RequestState
 from copy_offload.server.local.copier import TEMP_MARK
+from copy_offload.server.local.store import DB_NAME, Store
 from support import HOST, server_args
 
 pytest.importorskip("copy_offload.server.local.driver")
@@ -80,3 +83,33 @@ def test_a_second_server_on_the_same_state_dir_is_refused_and_the_first_copies_o
     again = server_factory("local", extra=local_extra(roots, state))  # the lock went with the first
     with co.Client(**again.client_kwargs()) as client:
         assert client.status(name).ok
+
+
+def test_a_store_damaged_mid_file_is_one_line_at_start(server_factory, material, roots, tmp_path):
+    state = tmp_path / "state"
+    store = Store(str(state))
+    for i in range(300):  # enough records for many pages; the damage goes into the middle one
+        store.save("node--nnf-copy-offload-%d" % i, RequestState(
+            state="Finished", status="Success", command="copy-offload-engine /a /b",
+            message="m" * 200, start_time=dt.datetime.now(dt.timezone.utc)))
+    store.close()
+    path = state / DB_NAME
+    size = path.stat().st_size
+    assert size >= 16 * 4096
+    with open(path, "r+b") as handle:
+        handle.seek(size // 2 // 4096 * 4096)
+        handle.write(b"\x5a" * 4096)
+    result = run_server_to_exit(material, local_extra(roots, state))
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "the request store %s is damaged" % path in lines[0]
+    assert "mv %s %s.damaged" % (path, path) in lines[0]
+    print(lines[0])
+    os.rename(path, str(path) + ".damaged")  # what the line says: then the server starts fresh
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(str(path) + suffix):
+            os.rename(str(path) + suffix, str(path) + ".damaged" + suffix)
+    fresh = server_factory("local", extra=local_extra(roots, state))
+    with co.Client(**fresh.client_kwargs()) as client:
+        assert client.list() == []

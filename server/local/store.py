@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from copy_offload.client.wire import RequestState
 
-__all__ = ["Store", "DB_NAME", "RESTART_MESSAGE"]
+__all__ = ["Store", "StoreDamaged", "DB_NAME", "RESTART_MESSAGE"]
 
 DB_NAME = "local-requests.sqlite3"
 RESTART_MESSAGE = "the copy-offload server restarted while this request was running; it did not complete"
@@ -54,6 +54,10 @@ _COLUMNS = (
 )
 
 
+class StoreDamaged(ValueError):
+    """The SQLite file is corrupt; the text says how to start fresh keeping it aside."""
+
+
 def _epoch(when: Optional[dt.datetime]) -> Optional[float]:
     return None if when is None else when.timestamp()
 
@@ -73,8 +77,29 @@ class Store:
         os.chmod(self.path, 0o600)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+            # A file damaged mid-way opens fine and fails on the first read of the bad page:
+            # look at every page now, so that it is one line at start, not a failure later.
+            problems = [row[0] for row in self._db.execute("PRAGMA quick_check(3)")]
+        except sqlite3.OperationalError:
+            self._db.close()
+            raise  # locked, read-only, out of space: not damage
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise self._damaged(str(exc)) from None
+        if problems != ["ok"]:
+            self._db.close()
+            raise self._damaged("; ".join(problems))
+
+    def _damaged(self, what: str) -> StoreDamaged:
+        aside = self.path + ".damaged"
+        return StoreDamaged(
+            "the request store %s is damaged (%s); to start fresh, move it aside (mv %s %s, and its"
+            " -wal and -shm files if any) and start the server again: the request counter restarts,"
+            " so request names may repeat those in the damaged file"
+            % (self.path, what.replace("\n", " ")[:200], self.path, aside))
 
     def close(self) -> None:
         with self._lock:
