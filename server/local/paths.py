@@ -66,11 +66,11 @@ class Confinement:
         for root in self.roots:
             if _inside(real, root):
                 return real
-        via = " (it resolves to %s)" % real if real != os.path.normpath(path) else ""
+        # Never say where it leads: that would map the file system outside the roots for the caller.
+        verb = "resolves" if real != os.path.normpath(path) else "is"
         raise WireError(
             400,
-            "%s path %s is outside the allowed roots%s; allowed roots: %s"
-            % (what, path, via, self._roots_text()),
+            "%s path %s %s outside the allowed roots; allowed roots: %s" % (what, path, verb, self._roots_text()),
         )
 
     def source(self, path: str) -> str:
