@@ -113,3 +113,21 @@ def test_a_store_damaged_mid_file_is_one_line_at_start(server_factory, material,
     fresh = server_factory("local", extra=local_extra(roots, state))
     with co.Client(**fresh.client_kwargs()) as client:
         assert client.list() == []
+
+
+def test_requests_interrupted_by_sigterm_say_the_server_stopped(server_factory, roots, tmp_path):
+    src, dst = roots
+    make_tree(src / "tree", 10000)
+    state = tmp_path / "state"
+    server = server_factory("local", extra=local_extra(roots, state))
+    with co.Client(**server.client_kwargs()) as client:
+        name = client.copy(str(src / "tree"), str(dst / "out"))
+        assert not client.status(name).done, "the copy finished too soon; make the tree larger"
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait(60) == 0, server.log[-3000:]
+    assert temporaries(dst) == []  # the stopping server removed what the copy had staged
+    again = server_factory("local", extra=local_extra(roots, state))
+    with co.Client(**again.client_kwargs()) as client:
+        final = client.status(name)
+    assert (final.state, final.status) == ("completed", "failed"), final
+    assert "server was stopped" in final.message and "did not complete" in final.message, final.message

@@ -45,6 +45,8 @@ ENGINE_COMMAND = "copy-offload-engine"
 PROGRESS_INTERVAL = 1.0  # seconds between durable progress writes of a running request
 CANCEL_WAIT = 1.0  # how long cancel() waits for the request to leave the active set
 RECENT = 1000  # finished requests kept in memory; older ones are read back from SQLite
+STOPPED_MESSAGE = ("the copy-offload server was stopped (SIGTERM, SIGINT or /shutdown) while this request"
+                   " was running; it did not complete")
 
 T = TypeVar("T")
 Job = Union[CopyJob, CommandJob]
@@ -64,6 +66,7 @@ class _Request:
         self.log_stdout = request.logStdout or profile.log_stdout
         self.started = time.monotonic()
         self.done = asyncio.Event()
+        self.server_stopped = False  # cancelled because the server is stopping, not by its user
 
 
 class LocalDriver(Driver):
@@ -117,6 +120,8 @@ class LocalDriver(Driver):
         if self._closed:
             return
         self._closed = True
+        for req in list(self._active.values()):
+            req.server_stopped = not req.state.cancel  # a user's cancel under way stays a cancel
         await asyncio.gather(*[self.cancel(name) for name in list(self._active)])
         if self._ticker is not None:
             self._ticker.cancel()
@@ -206,6 +211,8 @@ class LocalDriver(Driver):
                 message = job.output if isinstance(job, CommandJob) else job.message().rstrip("\n")
         except CopyCancelled:
             status = "Cancelled"
+            if req.server_stopped:  # not the user's cancel: say what happened
+                status, message = "Failed", STOPPED_MESSAGE
         except CopyError as exc:
             status, message = "Failed", exc.message
         except Exception as exc:  # a bug must still end the request
