@@ -9,9 +9,10 @@ processes keeps the interpreter lock out of the kernel's way (bench/bench_copy.p
 
 Worker protocol, on stdin/stdout, frames of a 4-byte big-endian length and a ``marshal`` blob:
 in, first a config ``(token, umask, chunk, direct_min, source root, its fd, destination root,
-its fd)`` (the root descriptors are inherited: ``pass_fds``) then batches; out, ``("p", bytes, files)``
-progress deltas, ``("d", bytes, files)`` when a batch is done, and ``("e", errno, strerror,
-step, path)`` on failure, after which the worker exits. End of stdin ends the worker; a cancel
+its fd, verify)`` (the root descriptors are inherited: ``pass_fds``) then batches; out,
+``("p", bytes, files, verified)`` progress deltas, ``("d", ...)`` the same when a batch is done,
+``("m", text)`` for a file that differs from its source after the copy (verify), and
+``("e", errno, strerror, step, path)`` on failure, after which the worker exits. End of stdin ends the worker; a cancel
 kills it, and the engine removes what it left; a worker whose server died (its parent changed)
 stops at the next file or chunk and removes its temporary.
 """
@@ -81,11 +82,14 @@ def temp_name(name: str, token: str) -> str:
 
 
 class Copier:
-    """Copies batches; ``counter`` is ``[bytes, files]``, grown as work completes.
+    """Copies batches; ``counter`` is ``[bytes, files, verified bytes, mismatches]``, grown as work
+    completes.
 
     ``stopping()`` is polled between files and between chunks; ``on_chunk()``, if given, is
     called after each chunk of a large file (worker processes report progress from it).
-    ``trees`` are the open (source, destination) roots; by default ``/`` for both.
+    ``trees`` are the open (source, destination) roots; by default ``/`` for both. With
+    ``verify`` each file is read back after its copy and compared with the source, byte for byte;
+    one that differs is not put in place, and ``on_mismatch(text)`` says which and where.
     """
 
     def __init__(
@@ -98,7 +102,12 @@ class Copier:
         on_chunk: Optional[Callable[[], None]] = None,
         direct_min: int = 0,
         trees: Optional[Tuple[beneath.Tree, beneath.Tree]] = None,
+        verify: bool = False,
+        on_mismatch: Optional[Callable[[str], None]] = None,
     ) -> None:
+        self.verify = verify
+        self.on_mismatch = on_mismatch
+        self.dst_flags = (_O_DST & ~os.O_WRONLY) | os.O_RDWR if verify else _O_DST
         if trees is None:
             top = beneath.Tree.open("/")
             trees = (top, top)
@@ -158,15 +167,23 @@ class Copier:
             perm = mode & 0o7777
             if replace:
                 temp = temp_name(dname, self.token)
-                fo = os.open(temp, _O_DST, perm, dir_fd=dfd)
+                fo = os.open(temp, self.dst_flags, perm, dir_fd=dfd)
             else:
-                fo = os.open(dname, _O_DST, perm, dir_fd=dfd)
+                fo = os.open(dname, self.dst_flags, perm, dir_fd=dfd)
             step = "copying"
             if size:
                 if sparse:
                     self.copy_sparse(fi, fo, size)
                 elif not (self.direct_min and size >= self.direct_min and self.copy_direct(fi, fo, size)):
                     self.copy_range(fi, fo, 0, size)
+            if self.verify:
+                step = "verifying"
+                differs = self.compare(fi, fo)
+                if differs is not None:  # not put in place; a staged tree goes as the job fails
+                    self.counter[3] += 1
+                    if self.on_mismatch is not None:
+                        self.on_mismatch("%s: %s" % (os.path.join(src_dir, sname), differs))
+                    return
             step = "setting attributes of"
             if perm & self.umask:
                 os.fchmod(fo, perm)
@@ -222,6 +239,30 @@ class Copier:
                     os.unlink(temp, dir_fd=dfd)
                 except OSError:
                     pass
+
+    def compare(self, fi: int, fo: int) -> Optional[str]:
+        """Read the copy back beside the source; None when equal, else where they differ."""
+        size, wrote = os.fstat(fi).st_size, os.fstat(fo).st_size
+        if size != wrote:
+            return "the copy has %d bytes, the source %d now (it changed during the copy?)" % (wrote, size)
+        step = min(self.chunk, 8 << 20)
+        counter = self.counter
+        offset = 0
+        while offset < size:
+            if self.stopping():
+                raise Stopped()
+            a = os.pread(fi, step, offset)
+            b = os.pread(fo, step, offset)
+            if a != b:
+                at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                return "the copy differs from the source at byte %d" % (offset + at)
+            if not a:
+                break
+            offset += len(a)
+            counter[2] += len(a)
+            if self.on_chunk is not None and len(a) == step:
+                self.on_chunk()
+        return None
 
     def copy_sparse(self, fi: int, fo: int, size: int) -> None:
         """Copy only the data extents; holes stay holes (ftruncate sets the size)."""
@@ -377,23 +418,29 @@ def main() -> int:
     trees = None
     if len(config) >= 8:
         trees = (beneath.Tree(config[4], config[5]), beneath.Tree(config[6], config[7]))
-    counter = [0, 0]
-    sent = [0, 0]
+    verify = len(config) >= 9 and bool(config[8])
+    counter = [0, 0, 0, 0]
+    sent = [0, 0, 0]
     last = [time.monotonic()]
+
+    def deltas(kind: str) -> tuple:
+        message = (kind, counter[0] - sent[0], counter[1] - sent[1], counter[2] - sent[2])
+        sent[:] = counter[:3]
+        return message
 
     def report() -> None:
         now = time.monotonic()
         if now - last[0] >= 0.2:
             last[0] = now
-            send_frame(wfd, ("p", counter[0] - sent[0], counter[1] - sent[1]))
-            sent[0], sent[1] = counter[0], counter[1]
+            send_frame(wfd, deltas("p"))
 
     def orphaned() -> bool:
         # A server that died (crash, kill -9) must not have a worker writing on: the restarted
         # server sweeps the temporaries. Checked between files and chunks; cheaper than ctypes.
         return os.getppid() != parent
 
-    copier = Copier(token, umask, chunk, counter, orphaned, report, direct_min, trees)
+    copier = Copier(token, umask, chunk, counter, orphaned, report, direct_min, trees, verify,
+                    lambda text: send_frame(wfd, ("m", text)))
     while True:
         try:
             batch = receive_frame(rfd)
@@ -406,8 +453,7 @@ def main() -> int:
         except Failure as exc:
             send_frame(wfd, ("e", exc.code, exc.text, exc.step, exc.path))
             return 1
-        send_frame(wfd, ("d", counter[0] - sent[0], counter[1] - sent[1]))
-        sent[0], sent[1] = counter[0], counter[1]
+        send_frame(wfd, deltas("d"))
 
 
 if __name__ == "__main__":

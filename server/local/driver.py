@@ -146,9 +146,11 @@ class LocalDriver(Driver):
         if profile.builtin:
             direct = _wants_direct(request.dcpOptions)
             job: Job = CopyJob(paths.source, paths.destination, roots=self.confinement.roots, workers=workers,
-                               dryrun=request.dryrun, process_budget=self._budget, direct=direct)
+                               dryrun=request.dryrun, process_budget=self._budget, direct=direct,
+                               verify=profile.verify)
             command = " ".join([ENGINE_COMMAND] + (["--dryrun"] if request.dryrun else [])
-                               + (["--direct"] if direct else []) + [paths.source, paths.destination])
+                               + (["--direct"] if direct else []) + (["--verify"] if profile.verify else [])
+                               + [paths.source, paths.destination])
         else:
             argv = profile.argv(paths.source, paths.destination)
             job = CommandJob(argv, dryrun=request.dryrun)
@@ -176,11 +178,11 @@ class LocalDriver(Driver):
             await self._completions.wait(name, max_wait_secs)
         req = self._active.get(name) or self._recent.get(name)
         if req is not None:
-            return wire.status_document(self._snapshot(req))
+            return _document(self._snapshot(req))
         rec = await self._in_db(self.store.load, name)
         if rec is None:
             raise WireError(404, wire.ERR_REQUEST_NOT_FOUND)
-        return wire.status_document(rec)
+        return _document(rec)
 
     def active(self) -> List[str]:
         return sorted(self._active)
@@ -281,6 +283,8 @@ class LocalDriver(Driver):
             rec.bytes_total, rec.bytes_done = snap.bytes_total, snap.bytes_done
             rec.files_total, rec.files_done = snap.files_total, snap.files_done
             rec.rate = snap.rate
+            if job.verify:  # commandStatus keys beside bytesCopied (wire.status_document)
+                rec.extra.update(verifiedBytes=snap.bytes_verified, verifyMismatches=snap.mismatches)
         return rec
 
     async def _tick(self) -> None:
@@ -303,6 +307,14 @@ class LocalDriver(Driver):
 
     async def _in_db(self, func: Callable[..., T], *args: Any) -> T:
         return await self._loop_now().run_in_executor(self._db, func, *args)
+
+
+def _document(rec: RequestState) -> Dict[str, Any]:
+    """The status JSON, with the driver's own figures (``extra``: verify's) under commandStatus."""
+    doc = wire.status_document(rec)
+    if rec.extra and "commandStatus" in doc:
+        doc["commandStatus"].update(rec.extra)
+    return doc
 
 
 def _save_rows(store: Store, rows: List[Any]) -> None:

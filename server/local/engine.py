@@ -82,6 +82,8 @@ class Progress:
     elapsed: float
     walking: bool
     finished: bool
+    bytes_verified: int = 0  # verify: bytes read back and found equal to the source
+    mismatches: int = 0  # verify: files that differed from their source
 
     @property
     def rate(self) -> float:
@@ -148,8 +150,10 @@ class CopyJob:
         processes: bool = True,
         process_budget: Optional[threading.Semaphore] = None,
         direct: bool = False,
+        verify: bool = False,
     ) -> None:
         self.source = source.rstrip("/") or "/"
+        self.verify = verify
         self.destination = destination
         self.roots = tuple(roots) if roots else ("/",)
         self.dryrun = dryrun
@@ -181,6 +185,7 @@ class CopyJob:
         self._made_parents: List[str] = []
         self._planned: List[str] = []  # where the first temporary will be, known at prepare()
         self._dirs: List[Tuple[str, os.stat_result, bool]] = []  # (path, source stat, staged)
+        self._mismatched: List[str] = []  # verify: the first few files that differ, and how
 
     # ------------------------------------------------------------------ public API
 
@@ -299,6 +304,8 @@ class CopyJob:
             budget=self.process_budget,
             direct_min=DIRECT_MIN if self.direct else 0,
             trees=(self._src, self._dst),
+            verify=self.verify,
+            on_mismatch=self._on_mismatch,
         )
         try:
             if not self.dryrun:
@@ -317,6 +324,9 @@ class CopyJob:
             with self._lock:
                 self._walking = False
             self._crew.finish()
+        mismatches = self._crew.totals()[3]
+        if mismatches and not self._stop:  # nothing of a copy that differs goes into place
+            self._record(CopyError(_mismatch_text(mismatches, self._mismatched)))
         if not self._stop and not self.dryrun:
             try:
                 self._finish_tree()
@@ -382,7 +392,7 @@ class CopyJob:
         return self._planned + [temp for temp in staged if temp not in self._planned]
 
     def progress(self) -> Progress:
-        done = self._crew.totals() if self._crew is not None else [0, 0]
+        done = self._crew.totals() if self._crew is not None else [0, 0, 0, 0]
         start = self._started
         end = self._ended if self._ended is not None else time.monotonic()
         return Progress(
@@ -393,6 +403,8 @@ class CopyJob:
             elapsed=(end - start) if start is not None else 0.0,
             walking=self._walking,
             finished=self._finished,
+            bytes_verified=done[2],
+            mismatches=done[3],
         )
 
     def message(self) -> str:
@@ -409,6 +421,8 @@ class CopyJob:
         else:
             text = copied_line(snap.bytes_done, snap.bytes_total, snap.percent or 0, snap.elapsed,
                                snap.rate, snap.finished)
+        if snap.finished and self.verify:
+            text += ", verified %s" % human_bytes(snap.bytes_verified)
         if snap.finished and self.skipped:
             text += " (skipped %d special files)" % self.skipped
         return text + "\n"
@@ -432,6 +446,11 @@ class CopyJob:
     def _on_failure(self, failure: Failure) -> None:
         self._record(CopyError("copy failed: %s (%s) %s %s" % (
             failure.text, _errname(failure.code), failure.step, failure.path)))
+
+    def _on_mismatch(self, text: str) -> None:
+        with self._lock:
+            if len(self._mismatched) < 3:
+                self._mismatched.append(text)
 
     def _on_crash(self, text: str) -> None:
         self._record(CopyError("copy failed: %s" % text))
@@ -620,6 +639,12 @@ class CopyJob:
         for path, st, staged in reversed(self._dirs):
             if not staged:
                 dst.set_dir_meta(path, st)
+
+
+def _mismatch_text(count: int, examples: List[str]) -> str:
+    more = "; ..." if count > len(examples) else ""
+    return "verification failed: %d file(s) differ from the source after the copy: %s%s" % (
+        count, "; ".join(examples), more)
 
 
 def _looks_sparse(st: os.stat_result) -> bool:

@@ -49,9 +49,13 @@ class Crew:
         budget: Optional[threading.Semaphore] = None,
         direct_min: int = 0,
         trees: Optional[Tuple[beneath.Tree, beneath.Tree]] = None,
+        verify: bool = False,
+        on_mismatch: Optional[Callable[[str], None]] = None,
     ) -> None:
         self.size = max(1, size)
         self.trees = trees
+        self.verify = verify
+        self.on_mismatch = on_mismatch
         self.token = token
         self.umask = umask
         self.chunk = chunk
@@ -114,14 +118,15 @@ class Crew:
         return self.processes and len(self.members) > self.size
 
     def totals(self) -> List[int]:
-        done = [0, 0]
+        """``[bytes, files, verified bytes, mismatches]`` over every copier."""
+        done = [0, 0, 0, 0]
         for counter in list(self.counters):
-            done[0] += counter[0]
-            done[1] += counter[1]
+            for index, value in enumerate(counter):
+                done[index] += value
         return done
 
     def _add_member(self) -> None:
-        counter = [0, 0]
+        counter = [0, 0, 0, 0]
         with self._lock:
             if self._halted:
                 return
@@ -147,7 +152,8 @@ class _ThreadMember:
     def __init__(self, crew: Crew, counter: List[int]) -> None:
         self.crew = crew
         self.copier = Copier(crew.token, crew.umask, crew.chunk, counter, crew.stopping,
-                             direct_min=crew.direct_min, trees=crew.trees)
+                             direct_min=crew.direct_min, trees=crew.trees, verify=crew.verify,
+                             on_mismatch=crew.on_mismatch)
         self.thread = threading.Thread(target=self._run, name="copy-offload-copier", daemon=True)
         self.thread.start()
 
@@ -185,7 +191,7 @@ class _ProcessMember:
         fds: Tuple[int, ...] = ()
         if crew.trees is not None:
             src, dst = crew.trees
-            config += (src.path, src.fd, dst.path, dst.fd)
+            config += (src.path, src.fd, dst.path, dst.fd, crew.verify)
             fds = (src.fd, dst.fd)
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-S", _COPIER_SCRIPT, str(os.getpid())],
@@ -242,8 +248,14 @@ class _ProcessMember:
                 failed = True
                 crew.on_failure(Failure(message[1], message[2], message[3], message[4]))
                 continue
+            if kind == "m":
+                counter[3] += 1
+                if crew.on_mismatch is not None:
+                    crew.on_mismatch(message[1])
+                continue
             counter[0] += message[1]
             counter[1] += message[2]
+            counter[2] += message[3]
             if kind == "d":
                 self.slots.release()
         code = self.proc.wait()
