@@ -3,18 +3,19 @@
 A batch is the files of one source directory going to one destination directory, both named
 relative to their allowed root; the copier opens both directories once beneath the root's
 descriptor, never through a symlink (beneath.py), and works relative to them (``dir_fd``), which
-also saves a path lookup per file. It is standard-library only and runs as a script (``python -I -S copier.py``) so a
-worker process starts in about 10 ms: on trees of many small files, copying in separate
-processes keeps the interpreter lock out of the kernel's way (bench/bench_copy.py measures it).
+also saves a path lookup per file. It is standard-library only and runs as a script
+(``python -I -S copier.py``) so a worker process starts in about 10 ms: on trees of many small
+files, copying in separate processes keeps the interpreter lock out of the kernel's way
+(bench/bench_copy.py measures it).
 
 Worker protocol, on stdin/stdout, frames of a 4-byte big-endian length and a ``marshal`` blob:
 in, first a config ``(token, umask, chunk, direct_min, source root, its fd, destination root,
 its fd, verify)`` (the root descriptors are inherited: ``pass_fds``) then batches; out,
 ``("p", bytes, files, verified)`` progress deltas, ``("d", ...)`` the same when a batch is done,
 ``("m", text)`` for a file that differs from its source after the copy (verify), and
-``("e", errno, strerror, step, path)`` on failure, after which the worker exits. End of stdin ends the worker; a cancel
-kills it, and the engine removes what it left; a worker whose server died (its parent changed)
-stops at the next file or chunk and removes its temporary.
+``("e", errno, strerror, step, path)`` on failure, after which the worker exits. End of stdin
+ends the worker; a cancel kills it, and the engine removes what it left; a worker whose server
+died (its parent changed) stops at the next file or chunk and removes its temporary.
 """
 
 from __future__ import annotations
