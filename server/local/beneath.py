@@ -8,9 +8,9 @@ descriptor, with ``openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`` where the ke
 opened, made, renamed and removed relative to their parent's descriptor, and metadata is set on
 descriptors. A symlink met on the way is an error (``ELOOP``), never followed.
 
-Standard-library only, and imported lazily where it costs (``ctypes``), because worker processes
-(copier.py run as a script) load it too. ``COPY_OFFLOAD_NO_OPENAT2=1`` forces the per-component
-way (tests exercise both).
+Standard-library only, because worker processes (copier.py run as a script) load it too; they
+walk per component, which spares each of them the ``ctypes`` import. ``COPY_OFFLOAD_NO_OPENAT2=1``
+forces the per-component way in the server too (tests exercise both).
 """
 
 from __future__ import annotations
@@ -37,6 +37,12 @@ def reason(exc: OSError) -> str:
     if exc.errno in (errno.ELOOP, errno.EXDEV):
         return SYMLINK_TEXT
     return exc.strerror or str(exc)
+
+
+def use_openat2(wanted: bool) -> None:
+    """Choose the way for this process: openat2 (probed on first use) or per component."""
+    global _openat2
+    _openat2 = None if wanted else False
 
 
 def _load_openat2():
