@@ -45,7 +45,7 @@ ENGINE_COMMAND = "copy-offload-engine"
 PROGRESS_INTERVAL = 1.0  # seconds between durable progress writes of a running request
 CANCEL_WAIT = 1.0  # how long cancel() waits for the request to leave the active set
 RECENT = 1000  # finished requests kept in memory; older ones are read back from SQLite
-STOPPED_MESSAGE = ("the copy-offload server was stopped (SIGTERM, SIGINT or /shutdown) while this request"
+STOPPED_MESSAGE = ("the copy-offload server was stopped (SIGTERM or SIGINT) while this request"
                    " was running; it did not complete")
 
 T = TypeVar("T")
