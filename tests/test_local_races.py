@@ -91,9 +91,10 @@ def snapshot(top: str) -> Dict[str, Tuple]:
 
 
 def leaked_secrets(top: str) -> list:
-    """Files below ``top`` (links not followed) that hold the outside secret."""
+    """Files at or below ``top`` (links not followed) that hold the outside secret."""
     found = []
-    for base, _dirs, files in os.walk(top):
+    walk = [(os.path.dirname(top), [], [os.path.basename(top)])] if os.path.isfile(top) else os.walk(top)
+    for base, _dirs, files in walk:
         for name in files:
             path = os.path.join(base, name)
             if os.path.isfile(path) and not os.path.islink(path):
@@ -148,6 +149,11 @@ def run_copy(world, source: str, destination: str) -> dict:
     http = world["http"]
     body = {"computeName": "c", "sourcePath": source, "destinationPath": destination}
     response = http.post(wire.TRIAL, content=json.dumps(body))
+    if response.status_code == 400:  # the swap was in place at submit: refused, with a text
+        texts = ("outside the allowed roots", "never follow symlinks", "changed while it was being resolved")
+        assert any(text in response.text for text in texts), response.text
+        assert world["outside"] not in response.text
+        return {"status": wire.STATUS_FAILED, "message": response.text.strip()}
     assert response.status_code == 200, response.text
     name = wire.parse_trial_body(response.text)
     deadline = time.monotonic() + 120
@@ -181,16 +187,20 @@ def attack(world, make_case) -> Tuple[int, int]:
     return copies, failed
 
 
-@pytest.mark.parametrize("component", ["intermediate", "last"])
+@pytest.mark.parametrize("component", ["intermediate", "last", "file"])
 def test_source_swapped_mid_copy_reads_nothing_outside(world, component):
     src = world["src"]
+    source = src
     if component == "intermediate":  # tree/mid <-> tree/swap (-> outside): every sub<i> moves
         a, b = os.path.join(src, "mid"), os.path.join(src, "swap")
-    else:  # tree/mid/sub3 <-> tree/mid/swap3 (-> outside/sub3): the directory a batch reads
+    elif component == "last":  # tree/mid/sub3 <-> tree/mid/swap3 (-> outside/sub3): a batch's directory
         a, b = os.path.join(src, "mid", "sub3"), os.path.join(src, "mid", "swap3")
+    else:  # one file, tree/mid/sub3/f0, while tree/mid flips: its parent's path leads outside
+        source = os.path.join(src, "mid", "sub3", "f0")
+        a, b = os.path.join(src, "mid"), os.path.join(src, "swap")
 
     def case(n):
-        return src, os.path.join(world["root"], "dst", "read-%s-%d" % (component, n)), a, b
+        return source, os.path.join(world["root"], "dst", "read-%s-%d" % (component, n)), a, b
 
     attack(world, case)
 

@@ -11,6 +11,7 @@ refusal names the path and the roots, never where a symlink leads.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from typing import Iterable, List, Sequence
@@ -31,6 +32,12 @@ class ConfinedPaths:
 
     source: str
     destination: str
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.EINVAL:  # realpath's readlink of what was a symlink a moment before
+        return "it changed while it was being resolved (a component swapped for a symlink, or back)"
+    return reason(exc)
 
 
 class Confinement:
@@ -87,7 +94,7 @@ class Confinement:
             finally:
                 tree.close()
         except OSError as exc:
-            raise WireError(400, "source path %s cannot be resolved: %s" % (path, reason(exc))) from None
+            raise WireError(400, "source path %s cannot be resolved: %s" % (path, _why(exc))) from None
         if found is None:
             raise WireError(400, "source path %s does not exist" % path)
         return real
@@ -100,7 +107,7 @@ class Confinement:
             # applies the remaining components, ".." among them, lexically.
             real = os.path.realpath(path)
         except OSError as exc:
-            raise WireError(400, "destination path %s cannot be resolved: %s" % (path, exc.strerror)) from None
+            raise WireError(400, "destination path %s cannot be resolved: %s" % (path, _why(exc))) from None
         return self._confine("destination", path, real)
 
     def request(self, source: str, destination: str) -> ConfinedPaths:
