@@ -27,7 +27,7 @@ pytest.importorskip("copy_offload.server.local.driver")
 
 SECRET = b"OUTSIDE-SECRET-7f3a9c\n"
 SUBDIRS, FILES = 12, 40  # a tree of many small batches: many openings for the race to hit
-COPIES, CASE_SECONDS = 12, 15.0
+COPIES, CASE_SECONDS = 24, 15.0
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -118,6 +118,22 @@ def make_skeleton(top: str, files: int, content: bytes, mode: int = 0o755) -> No
     os.utime(top, ns=(10**18, 10**18))
 
 
+def make_decoys(directory: str, outside: str) -> None:
+    """Symlinks out of the roots, beside (not inside) the copied tree: ``mid`` -> outside and
+    ``sub<i>`` -> outside/sub<i>, to be exchanged with the tree's ``mid`` or ``mid/sub<i>``."""
+    os.makedirs(directory)
+    os.symlink(outside, os.path.join(directory, "mid"))
+    for i in range(SUBDIRS):
+        os.symlink(os.path.join(outside, "sub%d" % i), os.path.join(directory, "sub%d" % i))
+
+
+def flip_pair(mid: str, decoys: str, component: str) -> Tuple[str, str]:
+    """What to exchange: ``mid`` itself (intermediate for every file) or ``mid/sub3`` (last)."""
+    if component == "last":
+        return os.path.join(mid, "sub3"), os.path.join(decoys, "sub3")
+    return mid, os.path.join(decoys, "mid")
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, material):
     top = str(tmp_path_factory.mktemp("local-races"))
@@ -126,9 +142,7 @@ def world(tmp_path_factory, material):
     root, outside = os.path.join(top, "root"), os.path.join(top, "outside")
     src = os.path.join(root, "src", "tree")
     make_skeleton(os.path.join(src, "mid"), FILES, b"inside data\n", mode=0o750)
-    os.symlink(outside, os.path.join(src, "swap"))
-    for i in range(SUBDIRS):  # decoys for the last component: mid/swap<i> -> outside/sub<i>
-        os.symlink(os.path.join(outside, "sub%d" % i), os.path.join(src, "mid", "swap%d" % i))
+    make_decoys(os.path.join(root, "src", "decoys"), outside)
     make_skeleton(outside, FILES, SECRET, mode=0o700)
     for i in range(SUBDIRS):  # the shape of the metadata case's directories, too
         os.mkdir(os.path.join(outside, "sub%d" % i, "deeper"), 0o700)
@@ -190,14 +204,12 @@ def attack(world, make_case) -> Tuple[int, int]:
 @pytest.mark.parametrize("component", ["intermediate", "last", "file"])
 def test_source_swapped_mid_copy_reads_nothing_outside(world, component):
     src = world["src"]
-    source = src
-    if component == "intermediate":  # tree/mid <-> tree/swap (-> outside): every sub<i> moves
-        a, b = os.path.join(src, "mid"), os.path.join(src, "swap")
-    elif component == "last":  # tree/mid/sub3 <-> tree/mid/swap3 (-> outside/sub3): a batch's directory
-        a, b = os.path.join(src, "mid", "sub3"), os.path.join(src, "mid", "swap3")
-    else:  # one file, tree/mid/sub3/f0, while tree/mid flips: its parent's path leads outside
-        source = os.path.join(src, "mid", "sub3", "f0")
-        a, b = os.path.join(src, "mid"), os.path.join(src, "swap")
+    decoys = os.path.join(world["root"], "src", "decoys")
+    # intermediate: tree/mid flips with a symlink to outside (every sub<i> moves); last:
+    # tree/mid/sub3 with one to outside/sub3 (a batch's own directory); file: one file,
+    # tree/mid/sub3/f0, copied while tree/mid flips.
+    source = os.path.join(src, "mid", "sub3", "f0") if component == "file" else src
+    a, b = flip_pair(os.path.join(src, "mid"), decoys, component)
 
     def case(n):
         return source, os.path.join(world["root"], "dst", "read-%s-%d" % (component, n)), a, b
@@ -205,27 +217,23 @@ def test_source_swapped_mid_copy_reads_nothing_outside(world, component):
     attack(world, case)
 
 
-def _prepared_destination(world, name: str, mode: int = 0o755) -> str:
-    """An existing destination holding the tree's directories (a merge), with decoy symlinks."""
+def prepared_destination(world, name: str, top: str, deeper: bool = False) -> Tuple[str, str, str]:
+    """An existing destination holding ``top/mid/sub<i>`` (a merge) and its decoys beside it:
+    (destination, its mid, decoys)."""
     dest = os.path.join(world["root"], "dst", name)
-    mid = os.path.join(dest, "tree", "mid")
+    mid = os.path.join(dest, top, "mid")
     for i in range(SUBDIRS):
-        os.makedirs(os.path.join(mid, "sub%d" % i), mode=mode)
-        os.symlink(os.path.join(world["outside"], "sub%d" % i), os.path.join(mid, "swap%d" % i))
-    os.symlink(world["outside"], os.path.join(dest, "tree", "swap"))
-    return dest
+        os.makedirs(os.path.join(mid, "sub%d" % i, "deeper" if deeper else ""))
+    decoys = dest + "-decoys"
+    make_decoys(decoys, world["outside"])
+    return dest, mid, decoys
 
 
 @pytest.mark.parametrize("component", ["intermediate", "last"])
 def test_destination_swapped_mid_copy_writes_nothing_outside(world, component):
     def case(n):
-        dest = _prepared_destination(world, "write-%s-%d" % (component, n))
-        tree = os.path.join(dest, "tree")
-        if component == "intermediate":
-            a, b = os.path.join(tree, "mid"), os.path.join(tree, "swap")
-        else:
-            a, b = os.path.join(tree, "mid", "sub3"), os.path.join(tree, "mid", "swap3")
-        return world["src"], dest, a, b
+        dest, mid, decoys = prepared_destination(world, "write-%s-%d" % (component, n), "tree")
+        return (world["src"], dest, *flip_pair(mid, decoys, component))
 
     attack(world, case)
 
@@ -245,16 +253,7 @@ def test_directory_metadata_is_never_set_outside(world, component):
         os.chmod(os.path.join(source, "mid"), 0o750)
 
     def case(n):
-        dest = os.path.join(world["root"], "dst", "meta-%s-%d" % (component, n))
-        mid = os.path.join(dest, "meta", "mid")
-        for i in range(SUBDIRS):
-            os.makedirs(os.path.join(mid, "sub%d" % i, "deeper"))
-            os.symlink(os.path.join(world["outside"], "sub%d" % i), os.path.join(mid, "swap%d" % i))
-        os.symlink(world["outside"], os.path.join(dest, "meta", "swap"))
-        if component == "intermediate":
-            a, b = mid, os.path.join(dest, "meta", "swap")
-        else:
-            a, b = os.path.join(mid, "sub3"), os.path.join(mid, "swap3")
-        return source, dest, a, b
+        dest, mid, decoys = prepared_destination(world, "meta-%s-%d" % (component, n), "meta", deeper=True)
+        return (source, dest, *flip_pair(mid, decoys, component))
 
     attack(world, case)
