@@ -122,14 +122,16 @@ def open_beneath(dir_fd: int, rel: str, flags: int = O_DIR) -> int:
 
 
 def _raise_if_symlink(dir_fd: int, rel: str) -> None:
-    """ELOOP if ``rel``'s last component is a symlink (looked at beneath ``dir_fd``, not followed)."""
+    """After ENOTDIR: ELOOP if ``rel``'s last component is a symlink, or a directory again (it
+    was swapped a moment ago); looked at beneath ``dir_fd``, not followed."""
     head, _, name = rel.rpartition("/")
     try:
         parent = open_beneath(dir_fd, head, O_PATH_DIR) if head else os.dup(dir_fd)
     except OSError:
         return
     try:
-        if stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+        mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+        if stat.S_ISLNK(mode) or stat.S_ISDIR(mode):
             raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), rel) from None
     except FileNotFoundError:
         pass
