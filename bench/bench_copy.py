@@ -11,7 +11,9 @@ when it allocates new ones, which makes whoever creates files right after a big 
 slower. For the same reason the benchmark first probes file creation and waits until it runs
 at normal speed. Everything is removed at the end (then synced, to shorten that window).
 
-Ratios are speed ratios, ours/peer (peer time / our time): > 1 means we were faster.
+Ratios are speed ratios, ours/peer (peer time / our time): > 1 means we were faster. The
+``copy-offload verify`` row is the engine with the ``verify`` profile (every file read back and
+compared with its source); a line under each table gives its cost as a paired time ratio.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Callable, Dict, List, Tuple
 from copy_offload.server.local.engine import CopyJob
 
 OURS = "copy-offload"
+VERIFY = OURS + " verify"
 
 
 def fs_type(path: str) -> str:
@@ -99,14 +102,15 @@ def run_command(argv: List[str]) -> float:
     return time.perf_counter() - start
 
 
-def run_ours(src: str, dst: str, workers: int, direct: bool = False) -> float:
+def run_ours(src: str, dst: str, workers: int, direct: bool = False, verify: bool = False) -> float:
     start = time.perf_counter()
-    CopyJob(src, dst, workers=workers or None, direct=direct).run()
+    CopyJob(src, dst, workers=workers or None, direct=direct, verify=verify).run()
     return time.perf_counter() - start
 
 
 def contenders(kind: str, workers: int) -> Dict[str, Callable[[str, str], float]]:
     table: Dict[str, Callable[[str, str], float]] = {OURS: lambda s, d: run_ours(s, d, workers)}
+    table[VERIFY] = lambda s, d: run_ours(s, d, workers, verify=True)  # dmProfile "verify": read back
     if kind == "file":
         table[OURS + " --direct"] = lambda s, d: run_ours(s, d, workers, direct=True)
         table["cp"] = lambda s, d: run_command(["cp", s, d])
@@ -156,6 +160,10 @@ def report(title: str, times: Dict[str, List[float]], size: int, files: int) -> 
             paired = "%.2fx" % statistics.median(peer / mine for peer, mine in zip(values, ours))
         print("%-22s %9.3f %9.3f %10.1f %10s %10s" % (name, med, min(values), size / 2**20 / med, ratio, paired),
               flush=True)
+    if VERIFY in times:
+        cost = statistics.median(v / o for v, o in zip(times[VERIFY], ours))
+        print("verify (dmProfile \"verify\": every file read back and compared): %.2fx the time of %s, paired"
+              % (cost, OURS), flush=True)
     print("runs: " + "; ".join("%s %s" % (n, " ".join("%.3f" % v for v in vs)) for n, vs in times.items()), flush=True)
 
 

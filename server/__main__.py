@@ -65,7 +65,8 @@ async def build_driver(settings: ServerSettings) -> Driver:
         try:
             return LocalDriver(allow_roots=settings.allow_roots, state_dir=settings.state_dir,
                                workers=settings.workers, profiles_file=settings.profiles,
-                               node_name=settings.node_name)
+                               node_name=settings.node_name,
+                               address="%s:%d" % (settings.host, settings.port))
         except ValueError as exc:  # a bad --profiles file: the text names it and what is wrong
             raise StartupError(str(exc)) from None
         except (OSError, sqlite3.Error) as exc:
@@ -110,6 +111,8 @@ async def serve(settings: ServerSettings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     bound = sockets[0].getsockname()
+    if hasattr(driver, "listening"):  # the local driver names its address in its state-dir lock
+        driver.listening("%s:%d" % (bound[0], bound[1]))
     log.info("Ready addr=%s:%d driver=%s tls=%s token=%s", bound[0], bound[1], driver.name,
              "off" if context is None else "on", "off" if verifier is None else "on")
     await stop.wait()

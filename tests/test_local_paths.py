@@ -55,6 +55,14 @@ def test_destination_escapes_are_refused(tree, rel):
     refused(lambda: conf.destination(str(root / rel)), "destination path", "outside the allowed roots")
 
 
+@pytest.mark.parametrize("rel", ["escape/secret", "escape", "dangling-out"])
+def test_refusals_never_say_where_a_symlink_points(tree, rel):
+    tmp, root, conf = tree
+    check = conf.destination if rel == "dangling-out" else conf.source
+    text = refused(lambda: check(str(root / rel)), "resolves outside the allowed roots")
+    assert str(tmp / "outside") not in text and "resolves to" not in text
+
+
 def test_outside_paths_reveal_nothing_about_existence(tree):
     tmp, root, conf = tree
     a = refused(lambda: conf.source(str(tmp / "outside" / "secret")), "outside the allowed roots")

@@ -50,7 +50,7 @@ command = "tool --from=$SRC --to '$DEST/with space'"
 storeStdout = true
 """)
     profiles = Profiles(path)
-    assert profiles.names() == ["default", "odd", "rsync"]
+    assert profiles.names() == ["default", "odd", "rsync", "verify"]
     assert profiles.get("").name == "rsync"
     evil = "/r/a; rm -rf / #$(x)"
     assert profiles.get("rsync").argv(evil, "/r/b") == ["rsync", "-a", "--info=progress2", evil, "/r/b"]

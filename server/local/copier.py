@@ -1,17 +1,21 @@
 """The data path of the copy engine: copy one batch of files, in a thread or a worker process.
 
-A batch is the files of one source directory going to one destination directory; the copier
-opens both directories once and works relative to them (``dir_fd``), which saves a path lookup
-per file. It is standard-library only and runs as a script (``python -I -S copier.py``) so a
-worker process starts in about 10 ms: on trees of many small files, copying in separate
-processes keeps the interpreter lock out of the kernel's way (bench/bench_copy.py measures it).
+A batch is the files of one source directory going to one destination directory, both named
+relative to their allowed root; the copier opens both directories once beneath the root's
+descriptor, never through a symlink (beneath.py), and works relative to them (``dir_fd``), which
+also saves a path lookup per file. It is standard-library only and runs as a script
+(``python -I -S copier.py``) so a worker process starts in about 10 ms: on trees of many small
+files, copying in separate processes keeps the interpreter lock out of the kernel's way
+(bench/bench_copy.py measures it).
 
 Worker protocol, on stdin/stdout, frames of a 4-byte big-endian length and a ``marshal`` blob:
-in, first a config ``(token, umask, chunk, direct_min)`` then batches; out, ``("p", bytes, files)``
-progress deltas, ``("d", bytes, files)`` when a batch is done, and ``("e", errno, strerror,
-step, path)`` on failure, after which the worker exits. End of stdin ends the worker; a cancel
-kills it, and the engine removes what it left; a worker whose server died (its parent changed)
-stops at the next file or chunk and removes its temporary.
+in, first a config ``(token, umask, chunk, direct_min, source root, its fd, destination root,
+its fd, verify)`` (the root descriptors are inherited: ``pass_fds``) then batches; out,
+``("p", bytes, files, verified)`` progress deltas, ``("d", ...)`` the same when a batch is done,
+``("m", text)`` for a file that differs from its source after the copy (verify), and
+``("e", errno, strerror, step, path)`` on failure, after which the worker exits. End of stdin
+ends the worker; a cancel kills it, and the engine removes what it left; a worker whose server
+died (its parent changed) stops at the next file or chunk and removes its temporary.
 """
 
 from __future__ import annotations
@@ -25,19 +29,25 @@ import struct
 import sys
 import time
 
+if __name__ == "__main__":  # a worker process (python -I -S copier.py): its sibling by path
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import beneath
+else:
+    from copy_offload.server.local import beneath
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms at the start of every worker process
     from typing import Callable, List, Optional, Sequence, Tuple
 
     # Entry: (source name, destination name, kind, size, mode, atime_ns, mtime_ns, sparse)
     Entry = Tuple[str, str, int, int, int, int, int, bool]
-    # Batch: (source dir, destination dir, entries, replace); replace = write beside, then rename.
+    # Batch: (source dir, destination dir, entries, replace), the directories relative to their
+    # roots; replace = write beside, then rename.
     Batch = Tuple[str, str, List[Entry], bool]
 
 TEMP_MARK = ".copy-offload-"
 KIND_FILE, KIND_LINK = 0, 1
 FALLBACK_ERRNOS = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
-_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
 _O_SRC = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 _O_NOATIME = getattr(os, "O_NOATIME", 0)  # reading must not dirty the source's inode (atime)
 _O_DST = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -73,10 +83,14 @@ def temp_name(name: str, token: str) -> str:
 
 
 class Copier:
-    """Copies batches; ``counter`` is ``[bytes, files]``, grown as work completes.
+    """Copies batches; ``counter`` is ``[bytes, files, verified bytes, mismatches]``, grown as work
+    completes.
 
     ``stopping()`` is polled between files and between chunks; ``on_chunk()``, if given, is
     called after each chunk of a large file (worker processes report progress from it).
+    ``trees`` are the open (source, destination) roots; by default ``/`` for both. With
+    ``verify`` each file is read back after its copy and compared with the source, byte for byte;
+    one that differs is not put in place, and ``on_mismatch(text)`` says which and where.
     """
 
     def __init__(
@@ -88,7 +102,17 @@ class Copier:
         stopping: Callable[[], bool],
         on_chunk: Optional[Callable[[], None]] = None,
         direct_min: int = 0,
+        trees: Optional[Tuple[beneath.Tree, beneath.Tree]] = None,
+        verify: bool = False,
+        on_mismatch: Optional[Callable[[str], None]] = None,
     ) -> None:
+        self.verify = verify
+        self.on_mismatch = on_mismatch
+        self.dst_flags = (_O_DST & ~os.O_WRONLY) | os.O_RDWR if verify else _O_DST
+        if trees is None:
+            top = beneath.Tree.open("/")
+            trees = (top, top)
+        self.src_tree, self.dst_tree = trees
         self.token = token
         self.umask = umask
         self.chunk = chunk
@@ -101,16 +125,17 @@ class Copier:
         self._buffer: Optional[mmap.mmap] = None
 
     def copy_batch(self, batch: Sequence) -> None:
-        src_dir, dst_dir, entries, replace = batch
+        src_rel, dst_rel, entries, replace = batch
+        src_dir, dst_dir = self.src_tree.show(src_rel), self.dst_tree.show(dst_rel)
         try:
-            sfd = os.open(src_dir, _O_DIR)
+            sfd = self.src_tree.opendir(src_rel)
         except OSError as exc:
-            raise Failure(exc.errno or 0, exc.strerror or str(exc), "opening directory", src_dir) from None
+            raise Failure(exc.errno or 0, beneath.reason(exc), "opening directory", src_dir) from None
         try:
             try:
-                dfd = os.open(dst_dir, _O_DIR)
+                dfd = self.dst_tree.opendir(dst_rel)
             except OSError as exc:
-                raise Failure(exc.errno or 0, exc.strerror or str(exc), "opening directory", dst_dir) from None
+                raise Failure(exc.errno or 0, beneath.reason(exc), "opening directory", dst_dir) from None
             try:
                 counter = self.counter
                 stopping = self.stopping
@@ -143,15 +168,23 @@ class Copier:
             perm = mode & 0o7777
             if replace:
                 temp = temp_name(dname, self.token)
-                fo = os.open(temp, _O_DST, perm, dir_fd=dfd)
+                fo = os.open(temp, self.dst_flags, perm, dir_fd=dfd)
             else:
-                fo = os.open(dname, _O_DST, perm, dir_fd=dfd)
+                fo = os.open(dname, self.dst_flags, perm, dir_fd=dfd)
             step = "copying"
             if size:
                 if sparse:
                     self.copy_sparse(fi, fo, size)
                 elif not (self.direct_min and size >= self.direct_min and self.copy_direct(fi, fo, size)):
                     self.copy_range(fi, fo, 0, size)
+            if self.verify:
+                step = "verifying"
+                differs = self.compare(fi, fo, size)
+                if differs is not None:  # not put in place; a staged tree goes as the job fails
+                    self.counter[3] += 1
+                    if self.on_mismatch is not None:
+                        self.on_mismatch("%s: %s" % (os.path.join(src_dir, sname), differs))
+                    return
             step = "setting attributes of"
             if perm & self.umask:
                 os.fchmod(fo, perm)
@@ -166,7 +199,7 @@ class Copier:
             src = os.path.join(src_dir, sname)
             dst = os.path.join(dst_dir, dname)
             where = src if step == "reading" else ("%s to %s" % (src, dst) if step == "copying" else dst)
-            raise Failure(exc.errno or 0, exc.strerror or str(exc), step, where) from None
+            raise Failure(exc.errno or 0, beneath.reason(exc), step, where) from None
         finally:
             if fo >= 0:
                 os.close(fo)
@@ -197,13 +230,45 @@ class Copier:
             os.utime(dname, ns=(atime, mtime), dir_fd=dfd, follow_symlinks=False)
         except OSError as exc:
             where = os.path.join(src_dir, sname) if step == "reading" else os.path.join(dst_dir, dname)
-            raise Failure(exc.errno or 0, exc.strerror or str(exc), step, where) from None
+            text = beneath.reason(exc)
+            if step == "reading" and exc.errno == errno.EINVAL:
+                text = "no longer a symlink (it changed while copying)"
+            raise Failure(exc.errno or 0, text, step, where) from None
         finally:
             if temp is not None:
                 try:
                     os.unlink(temp, dir_fd=dfd)
                 except OSError:
                     pass
+
+    def compare(self, fi: int, fo: int, size: int) -> Optional[str]:
+        """Read the copy back beside the source; None when equal, else where they differ.
+
+        The last read asks for one byte more than ``size``: a source that grew since the walk
+        differs in length then, with no fstat per file (a small file costs two preads).
+        """
+        step = min(self.chunk, 8 << 20)
+        counter = self.counter
+        offset = 0
+        while True:
+            if self.stopping():
+                raise Stopped()
+            last = size - offset <= step
+            want = size - offset + 1 if last else step
+            a = os.pread(fi, want, offset)
+            b = os.pread(fo, want, offset)
+            if a != b:
+                if len(a) != len(b):
+                    return "the copy has %d bytes, the source %d now (it changed during the copy?)" % (
+                        os.fstat(fo).st_size, os.fstat(fi).st_size)
+                at = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+                return "the copy differs from the source at byte %d" % (offset + at)
+            offset += len(a)
+            counter[2] += len(a)
+            if last or len(a) < want:
+                return None
+            if self.on_chunk is not None:
+                self.on_chunk()
 
     def copy_sparse(self, fi: int, fo: int, size: int) -> None:
         """Copy only the data extents; holes stay holes (ftruncate sets the size)."""
@@ -350,28 +415,41 @@ def receive_frame(fd: int):
 def main() -> int:
     """Worker process: copy the batches read from stdin until it closes."""
     parent = int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid()
+    # Per component here: as safe (O_NOFOLLOW at every step, from the inherited root), a few
+    # opens per batch, and no ctypes import (3-15 ms) at the start of every worker.
+    beneath.use_openat2(False)
     rfd, wfd = sys.stdin.fileno(), sys.stdout.fileno()
     try:
-        token, umask, chunk, direct_min = receive_frame(rfd)
+        config = receive_frame(rfd)
     except EOFError:
         return 0
-    counter = [0, 0]
-    sent = [0, 0]
+    token, umask, chunk, direct_min = config[:4]
+    trees = None
+    if len(config) >= 8:
+        trees = (beneath.Tree(config[4], config[5]), beneath.Tree(config[6], config[7]))
+    verify = len(config) >= 9 and bool(config[8])
+    counter = [0, 0, 0, 0]
+    sent = [0, 0, 0]
     last = [time.monotonic()]
+
+    def deltas(kind: str) -> tuple:
+        message = (kind, counter[0] - sent[0], counter[1] - sent[1], counter[2] - sent[2])
+        sent[:] = counter[:3]
+        return message
 
     def report() -> None:
         now = time.monotonic()
         if now - last[0] >= 0.2:
             last[0] = now
-            send_frame(wfd, ("p", counter[0] - sent[0], counter[1] - sent[1]))
-            sent[0], sent[1] = counter[0], counter[1]
+            send_frame(wfd, deltas("p"))
 
     def orphaned() -> bool:
         # A server that died (crash, kill -9) must not have a worker writing on: the restarted
         # server sweeps the temporaries. Checked between files and chunks; cheaper than ctypes.
         return os.getppid() != parent
 
-    copier = Copier(token, umask, chunk, counter, orphaned, report, direct_min)
+    copier = Copier(token, umask, chunk, counter, orphaned, report, direct_min, trees, verify,
+                    lambda text: send_frame(wfd, ("m", text)))
     while True:
         try:
             batch = receive_frame(rfd)
@@ -384,8 +462,7 @@ def main() -> int:
         except Failure as exc:
             send_frame(wfd, ("e", exc.code, exc.text, exc.step, exc.path))
             return 1
-        send_frame(wfd, ("d", counter[0] - sent[0], counter[1] - sent[1]))
-        sent[0], sent[1] = counter[0], counter[1]
+        send_frame(wfd, deltas("d"))
 
 
 if __name__ == "__main__":

@@ -18,21 +18,22 @@ import datetime as dt
 import logging
 import os
 import shlex
-import shutil
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar, Union
 
 from copy_offload.client import wire
 from copy_offload.client.wire import CopyRequest, RequestState, WireError
 from copy_offload.server.drivers.base import Completions, Driver
+from copy_offload.server.local.beneath import Tree, reason, relative, root_of
 from copy_offload.server.local.command import CommandJob
 from copy_offload.server.local.copier import TEMP_MARK
 from copy_offload.server.local.engine import CopyCancelled, CopyError, CopyJob
 from copy_offload.server.local.paths import Confinement
 from copy_offload.server.local.profiles import Profile, Profiles
+from copy_offload.server.local.statelock import StateLock
 from copy_offload.server.local.store import Store
 
 __all__ = ["LocalDriver", "ENGINE_COMMAND", "NAME_BASE"]
@@ -44,6 +45,8 @@ ENGINE_COMMAND = "copy-offload-engine"
 PROGRESS_INTERVAL = 1.0  # seconds between durable progress writes of a running request
 CANCEL_WAIT = 1.0  # how long cancel() waits for the request to leave the active set
 RECENT = 1000  # finished requests kept in memory; older ones are read back from SQLite
+STOPPED_MESSAGE = ("the copy-offload server was stopped (SIGTERM or SIGINT) while this request"
+                   " was running; it did not complete")
 
 T = TypeVar("T")
 Job = Union[CopyJob, CommandJob]
@@ -63,6 +66,7 @@ class _Request:
         self.log_stdout = request.logStdout or profile.log_stdout
         self.started = time.monotonic()
         self.done = asyncio.Event()
+        self.server_stopped = False  # cancelled because the server is stopping, not by its user
 
 
 class LocalDriver(Driver):
@@ -78,10 +82,16 @@ class LocalDriver(Driver):
         workers: Optional[int] = None,
         profiles_file: Optional[str] = None,
         node_name: Optional[str] = None,
+        address: str = "",
     ) -> None:
         self.confinement = Confinement(allow_roots)
         self.profiles = Profiles(profiles_file)
-        self.store = Store(state_dir)
+        self.state_lock = StateLock(state_dir, address)  # before the store: a second server stops here
+        try:
+            self.store = Store(state_dir)
+        except BaseException:
+            self.state_lock.close()
+            raise
         self.workers = workers if workers and workers > 0 else (os.cpu_count() or 1)
         self.node_name = node_name or socket.gethostname().split(".")[0] or "localhost"
         self._active: Dict[str, _Request] = {}
@@ -103,13 +113,15 @@ class LocalDriver(Driver):
         if recovered:
             log.warning("marked %d request(s) failed: the server restarted while they ran", len(recovered))
             paths = [path for _name, temps in recovered for path in temps]
-            await self._loop.run_in_executor(None, _sweep, paths)
+            await self._loop.run_in_executor(None, _sweep, paths, self.confinement.roots)
         self._ticker = asyncio.ensure_future(self._tick())
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        for req in list(self._active.values()):
+            req.server_stopped = not req.state.cancel  # a user's cancel under way stays a cancel
         await asyncio.gather(*[self.cancel(name) for name in list(self._active)])
         if self._ticker is not None:
             self._ticker.cancel()
@@ -117,6 +129,11 @@ class LocalDriver(Driver):
             await asyncio.wait(list(self._pending))
         await asyncio.get_running_loop().run_in_executor(None, self._db.shutdown, True)
         self.store.close()
+        self.state_lock.close()
+
+    def listening(self, address: str) -> None:
+        """The address the server is bound to, for the lock file (a refused server names it)."""
+        self.state_lock.record(address)
 
     # ------------------------------------------------------------------ Driver API
 
@@ -128,10 +145,12 @@ class LocalDriver(Driver):
         workers = _worker_hint(request, self.workers)
         if profile.builtin:
             direct = _wants_direct(request.dcpOptions)
-            job: Job = CopyJob(paths.source, paths.destination, workers=workers, dryrun=request.dryrun,
-                               process_budget=self._budget, direct=direct)
+            job: Job = CopyJob(paths.source, paths.destination, roots=self.confinement.roots, workers=workers,
+                               dryrun=request.dryrun, process_budget=self._budget, direct=direct,
+                               verify=profile.verify)
             command = " ".join([ENGINE_COMMAND] + (["--dryrun"] if request.dryrun else [])
-                               + (["--direct"] if direct else []) + [paths.source, paths.destination])
+                               + (["--direct"] if direct else []) + (["--verify"] if profile.verify else [])
+                               + [paths.source, paths.destination])
         else:
             argv = profile.argv(paths.source, paths.destination)
             job = CommandJob(argv, dryrun=request.dryrun)
@@ -159,11 +178,11 @@ class LocalDriver(Driver):
             await self._completions.wait(name, max_wait_secs)
         req = self._active.get(name) or self._recent.get(name)
         if req is not None:
-            return wire.status_document(self._snapshot(req))
+            return _document(self._snapshot(req))
         rec = await self._in_db(self.store.load, name)
         if rec is None:
             raise WireError(404, wire.ERR_REQUEST_NOT_FOUND)
-        return wire.status_document(rec)
+        return _document(rec)
 
     def active(self) -> List[str]:
         return sorted(self._active)
@@ -194,6 +213,8 @@ class LocalDriver(Driver):
                 message = job.output if isinstance(job, CommandJob) else job.message().rstrip("\n")
         except CopyCancelled:
             status = "Cancelled"
+            if req.server_stopped:  # not the user's cancel: say what happened
+                status, message = "Failed", STOPPED_MESSAGE
         except CopyError as exc:
             status, message = "Failed", exc.message
         except Exception as exc:  # a bug must still end the request
@@ -262,6 +283,8 @@ class LocalDriver(Driver):
             rec.bytes_total, rec.bytes_done = snap.bytes_total, snap.bytes_done
             rec.files_total, rec.files_done = snap.files_total, snap.files_done
             rec.rate = snap.rate
+            if job.verify:  # commandStatus keys beside bytesCopied (wire.status_document)
+                rec.extra.update(verifiedBytes=snap.bytes_verified, verifyMismatches=snap.mismatches)
         return rec
 
     async def _tick(self) -> None:
@@ -284,6 +307,14 @@ class LocalDriver(Driver):
 
     async def _in_db(self, func: Callable[..., T], *args: Any) -> T:
         return await self._loop_now().run_in_executor(self._db, func, *args)
+
+
+def _document(rec: RequestState) -> Dict[str, Any]:
+    """The status JSON, with the driver's own figures (``extra``: verify's) under commandStatus."""
+    doc = wire.status_document(rec)
+    if rec.extra and "commandStatus" in doc:
+        doc["commandStatus"].update(rec.extra)
+    return doc
 
 
 def _save_rows(store: Store, rows: List[Any]) -> None:
@@ -310,17 +341,23 @@ def _worker_hint(request: CopyRequest, default: int) -> int:
     return min(hints) if hints else default
 
 
-def _sweep(paths: List[str]) -> None:
-    """Remove temporaries a previous server left; only names that carry our mark."""
+def _sweep(paths: List[str], roots: Sequence[str]) -> None:
+    """Remove temporaries a previous server left: only names that carry our mark, inside a root,
+    reached beneath it without following a symlink."""
     for path in paths:
-        if TEMP_MARK not in os.path.basename(path):
+        root = root_of(path, roots)
+        if TEMP_MARK not in os.path.basename(path) or root is None:
             continue
         try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.unlink(path)
+            tree = Tree.open(root)
+        except OSError as exc:
+            log.warning("cannot open the allowed root %r: %s", root, exc.strerror)
+            continue
+        try:
+            tree.remove(relative(path, root))
         except FileNotFoundError:
             pass
         except OSError as exc:
-            log.warning("cannot remove the temporary %r: %s", path, exc.strerror)
+            log.warning("cannot remove the temporary %r: %s", path, reason(exc))
+        finally:
+            tree.close()

@@ -2,8 +2,10 @@
 
 How a job runs, and why (numbers: bench/bench_copy.py, docs/performance.md):
 
-* The calling thread walks the source with ``os.scandir`` (one ``lstat`` per entry, no
-  pathlib), creates destination directories as it goes, and queues batches of files of one
+* Every path is reached beneath its allowed root's descriptor and never through a symlink
+  (beneath.py): a directory swapped for a symlink mid-copy fails the copy, naming the path.
+* The calling thread walks the source with ``os.scandir`` on directory descriptors (one
+  ``fstatat`` per entry, no pathlib), creates destination directories as it goes, and queues batches of files of one
   directory. Copiers (workers.py: a thread, then worker processes when work backs up) copy them
   with ``copy_file_range`` (copier.py).
 * A new destination directory tree is built under a temporary name in its parent
@@ -20,16 +22,25 @@ How a job runs, and why (numbers: bench/bench_copy.py, docs/performance.md):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
-import shutil
 import stat
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple
 
+from copy_offload.server.local.beneath import (
+    Tree,
+    join,
+    open_beneath,
+    reason,
+    relative,
+    remove_at,
+    root_of,
+)
 from copy_offload.server.local.copier import KIND_FILE, KIND_LINK, Failure, Stopped, temp_name
 from copy_offload.server.local.progress import copied_line, human_bytes
 from copy_offload.server.local.workers import Crew, sweep_temporaries
@@ -71,6 +82,8 @@ class Progress:
     elapsed: float
     walking: bool
     finished: bool
+    bytes_verified: int = 0  # verify: bytes read back and found equal to the source
+    mismatches: int = 0  # verify: files that differed from their source
 
     @property
     def rate(self) -> float:
@@ -116,10 +129,13 @@ class _Stop(Exception):
 class CopyJob:
     """One copy of ``source`` (a file or a directory tree) to ``destination``.
 
-    Both paths must already be confined and resolved (paths.py). If the destination is an
-    existing directory the source is copied into it; otherwise the destination path is created,
-    missing parent directories included. ``run()`` blocks; ``cancel()``, ``progress()`` and
-    ``message()`` may be called from any thread.
+    Both paths must already be confined and resolved (paths.py) and lie inside one of ``roots``
+    (default ``/``). Everything the job touches is reached beneath its root's descriptor and never
+    through a symlink (beneath.py), so a component swapped for a symlink while the copy runs makes
+    it fail instead of leading it out. If the destination is an existing directory the source is
+    copied into it; otherwise the destination path is created, missing parent directories
+    included. ``run()`` blocks; ``cancel()``, ``progress()`` and ``message()`` may be called from
+    any thread.
     """
 
     def __init__(
@@ -127,15 +143,19 @@ class CopyJob:
         source: str,
         destination: str,
         *,
+        roots: Optional[Sequence[str]] = None,
         workers: Optional[int] = None,
         dryrun: bool = False,
         chunk_size: int = CHUNK,
         processes: bool = True,
         process_budget: Optional[threading.Semaphore] = None,
         direct: bool = False,
+        verify: bool = False,
     ) -> None:
-        self.source = source
+        self.source = source.rstrip("/") or "/"
+        self.verify = verify
         self.destination = destination
+        self.roots = tuple(roots) if roots else ("/",)
         self.dryrun = dryrun
         self.workers = max(1, min(MAX_WORKERS, workers or os.cpu_count() or 1))
         self.chunk = max(1 << 16, chunk_size) >> 16 << 16  # aligned, as O_DIRECT needs
@@ -159,10 +179,13 @@ class CopyJob:
         self._ended: Optional[float] = None
         self._prepared = False
         self._source_is_dir = False
-        self._staged: List[Tuple[str, str]] = []  # (temporary root, final path)
+        self._src = self._dst = Tree("/")  # the roots; open only while the job works
+        self._src_rel = self._target_rel = ""
+        self._staged: List[Tuple[str, str, str]] = []  # (parent, temporary name, final name)
         self._made_parents: List[str] = []
         self._planned: List[str] = []  # where the first temporary will be, known at prepare()
         self._dirs: List[Tuple[str, os.stat_result, bool]] = []  # (path, source stat, staged)
+        self._mismatched: List[str] = []  # verify: the first few files that differ, and how
 
     # ------------------------------------------------------------------ public API
 
@@ -173,25 +196,43 @@ class CopyJob:
         """
         if self._prepared:
             return
+        src_root = self._root("source", self.source)
+        dst_root = self._root("destination", self.destination)
+        self._src, self._dst = Tree(src_root), Tree(dst_root)
+        self._src_rel = relative(self.source, src_root)
+        with self._open_trees():
+            self._check(relative(self.destination, dst_root))
+        self._prepared = True
+
+    def _root(self, what: str, path: str) -> str:
+        root = root_of(path, self.roots)
+        if root is None:
+            raise CopyError("%s path %s is outside the allowed roots" % (what, path), True)
+        return root
+
+    def _check(self, dest_rel: str) -> None:
         try:
-            src_st = os.stat(self.source)
+            src_st = self._src.lstat(self._src_rel)
         except OSError as exc:
-            raise CopyError("source path %s: %s" % (self.source, exc.strerror), True) from None
+            raise CopyError("source path %s: %s" % (self.source, reason(exc)), True) from None
+        if src_st is None:
+            raise CopyError("source path %s: No such file or directory" % self.source, True)
         self._source_is_dir = stat.S_ISDIR(src_st.st_mode)
         if not (self._source_is_dir or stat.S_ISREG(src_st.st_mode)):
             raise CopyError("source path %s is neither a regular file nor a directory" % self.source, True)
-        name = os.path.basename(self.source.rstrip("/"))
+        name = os.path.basename(self.source)
         if not name:
             raise CopyError("cannot copy the file system root %s" % self.source, True)
         try:
-            dest_st = _stat_or_none(self.destination, follow=True)
+            dest_st = self._dst.lstat(dest_rel)
             if dest_st is not None and stat.S_ISDIR(dest_st.st_mode):
-                self.target = os.path.join(self.destination, name)
+                self._target_rel = join(dest_rel, name)
             else:
-                self.target = self.destination.rstrip("/") or "/"
-            target_st = _stat_or_none(self.target, follow=False)
-        except OSError as exc:  # a name too long, a loop of links, no permission: the request's fault
-            raise CopyError("destination path %s: %s" % (self.destination, exc.strerror), True) from None
+                self._target_rel = dest_rel
+            self.target = self._dst.show(self._target_rel)
+            target_st = self._dst.lstat(self._target_rel) if self._target_rel else dest_st
+        except OSError as exc:  # a name too long, a symlink, no permission: the request's fault
+            raise CopyError("destination path %s: %s" % (self.destination, reason(exc)), True) from None
         if self._source_is_dir:
             if self.target == self.source or self.target.startswith(self.source.rstrip("/") + "/"):
                 raise CopyError("cannot copy a directory, %s, into itself, %s" % (self.source, self.target), True)
@@ -206,15 +247,31 @@ class CopyJob:
                 )
             if target_st is not None and os.path.samestat(src_st, target_st):
                 raise CopyError("%s and %s are the same file" % (self.source, self.target), True)
-        parent = os.path.dirname(self.target)
+        parent = os.path.dirname(self._target_rel)
         ancestor = parent
-        while not os.path.lexists(ancestor):
-            ancestor = os.path.dirname(ancestor)
-        if not os.path.isdir(ancestor):
-            raise CopyError("destination %s cannot be created: %s is not a directory" % (self.target, ancestor), True)
+        try:
+            while (ancestor_st := self._dst.lstat(ancestor)) is None:
+                ancestor = os.path.dirname(ancestor)
+        except OSError as exc:
+            raise CopyError("destination path %s: %s" % (self.destination, reason(exc)), True) from None
+        if not stat.S_ISDIR(ancestor_st.st_mode):
+            raise CopyError("destination %s cannot be created: %s is not a directory"
+                            % (self.target, self._dst.show(ancestor)), True)
         if not self._source_is_dir or target_st is None:
-            self._planned = [os.path.join(parent, temp_name(os.path.basename(self.target), self.token))]
-        self._prepared = True
+            self._planned = [self._dst.show(parent, temp_name(os.path.basename(self.target), self.token))]
+
+    @contextlib.contextmanager
+    def _open_trees(self) -> Iterator[None]:
+        """Open both roots for the duration of a step; the descriptors everything is reached by."""
+        src, dst = Tree.open(self._src.path), None
+        try:
+            dst = Tree.open(self._dst.path)
+            self._src, self._dst = src, dst
+            yield
+        finally:
+            src.close()
+            if dst is not None:
+                dst.close()
 
     def run(self, *, defer_cleanup: bool = False) -> Progress:
         """Copy; return the final progress, or raise CopyCancelled / CopyError.
@@ -223,6 +280,18 @@ class CopyJob:
         calls ``cleanup()`` when it suits it).
         """
         self._started = time.monotonic()
+        try:
+            self.prepare()
+        except CopyError as exc:
+            self._record(exc)
+            self._ended = time.monotonic()
+            with self._lock:
+                self._walking = False
+            raise exc from None
+        with self._open_trees():
+            return self._run(defer_cleanup)
+
+    def _run(self, defer_cleanup: bool) -> Progress:
         self._crew = Crew(
             self.workers,
             self.token,
@@ -234,9 +303,11 @@ class CopyJob:
             processes=self.processes,
             budget=self.process_budget,
             direct_min=DIRECT_MIN if self.direct else 0,
+            trees=(self._src, self._dst),
+            verify=self.verify,
+            on_mismatch=self._on_mismatch,
         )
         try:
-            self.prepare()
             if not self.dryrun:
                 self._make_parents()
             if self._source_is_dir:
@@ -253,6 +324,9 @@ class CopyJob:
             with self._lock:
                 self._walking = False
             self._crew.finish()
+        mismatches = self._crew.totals()[3]
+        if mismatches and not self._stop:  # nothing of a copy that differs goes into place
+            self._record(CopyError(_mismatch_text(mismatches, self._mismatched)))
         if not self._stop and not self.dryrun:
             try:
                 self._finish_tree()
@@ -260,9 +334,9 @@ class CopyJob:
                 self._fail(exc, "finishing", self.target)
         self._ended = time.monotonic()
         if self._stop:
-            sweep_temporaries(self._crew.swept_dirs, self.token)
+            sweep_temporaries(self._dst, self._crew.swept_dirs, self.token)
             if not defer_cleanup:
-                self.cleanup()
+                self._cleanup()
             if self._cancelled:
                 raise CopyCancelled()
             assert self._error is not None
@@ -281,23 +355,44 @@ class CopyJob:
 
     def cleanup(self) -> None:
         """Remove what a stopped copy left: the staged trees and the parents it created."""
-        for temp, _final in self._staged:
-            shutil.rmtree(temp, ignore_errors=True)
-        self._staged = []
-        for parent in reversed(self._made_parents):
+        if not (self._staged or self._made_parents):
+            return
+        with self._open_trees():
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        for parent, temp, _final in self._staged:
             try:
-                os.rmdir(parent)
+                fd = self._dst.opendir(parent)
+            except OSError:
+                continue
+            try:
+                remove_at(fd, temp)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        self._staged = []
+        for made in reversed(self._made_parents):
+            try:
+                fd, name = self._dst.parent(made)
             except OSError:
                 break
+            try:
+                os.rmdir(name, dir_fd=fd)
+            except OSError:
+                break
+            finally:
+                os.close(fd)
         self._made_parents = []
 
     def temporaries(self) -> List[str]:
         """Temporaries this job has made or is about to make (for a sweep after a crash)."""
-        staged = [temp for temp, _final in list(self._staged)]
+        staged = [self._dst.show(parent, temp) for parent, temp, _final in list(self._staged)]
         return self._planned + [temp for temp in staged if temp not in self._planned]
 
     def progress(self) -> Progress:
-        done = self._crew.totals() if self._crew is not None else [0, 0]
+        done = self._crew.totals() if self._crew is not None else [0, 0, 0, 0]
         start = self._started
         end = self._ended if self._ended is not None else time.monotonic()
         return Progress(
@@ -308,6 +403,8 @@ class CopyJob:
             elapsed=(end - start) if start is not None else 0.0,
             walking=self._walking,
             finished=self._finished,
+            bytes_verified=done[2],
+            mismatches=done[3],
         )
 
     def message(self) -> str:
@@ -324,6 +421,8 @@ class CopyJob:
         else:
             text = copied_line(snap.bytes_done, snap.bytes_total, snap.percent or 0, snap.elapsed,
                                snap.rate, snap.finished)
+        if snap.finished and self.verify:
+            text += ", verified %s" % human_bytes(snap.bytes_verified)
         if snap.finished and self.skipped:
             text += " (skipped %d special files)" % self.skipped
         return text + "\n"
@@ -342,11 +441,16 @@ class CopyJob:
             self._crew.halt()
 
     def _fail(self, exc: OSError, doing: str, path: str) -> None:
-        self._on_failure(Failure(exc.errno or 0, exc.strerror or str(exc), doing, path))
+        self._on_failure(Failure(exc.errno or 0, reason(exc), doing, path))
 
     def _on_failure(self, failure: Failure) -> None:
         self._record(CopyError("copy failed: %s (%s) %s %s" % (
             failure.text, _errname(failure.code), failure.step, failure.path)))
+
+    def _on_mismatch(self, text: str) -> None:
+        with self._lock:
+            if len(self._mismatched) < 3:
+                self._mismatched.append(text)
 
     def _on_crash(self, text: str) -> None:
         self._record(CopyError("copy failed: %s" % text))
@@ -354,124 +458,161 @@ class CopyJob:
     # ------------------------------------------------------------------ planning (caller thread)
 
     def _make_parents(self) -> None:
-        """``mkdir -p`` the target's parent, remembering what it made (removed on failure)."""
-        parent = os.path.dirname(self.target)
-        missing: List[str] = []
-        while not os.path.lexists(parent):
-            missing.append(parent)
-            parent = os.path.dirname(parent)
-        for path in reversed(missing):
-            try:
-                os.mkdir(path)
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                self._fail(exc, "creating directory", path)
-                raise _Stop() from None
-            self._made_parents.append(path)
+        """``mkdir -p`` the target's parent beneath the root, remembering what it made."""
+        parent = os.path.dirname(self._target_rel)
+        if not parent:
+            return
+        fd = os.dup(self._dst.fd)
+        done = ""
+        try:
+            for name in parent.split("/"):
+                done = join(done, name)
+                try:
+                    os.mkdir(name, dir_fd=fd)
+                    self._made_parents.append(done)
+                except FileExistsError:
+                    pass
+                step = open_beneath(fd, name)
+                os.close(fd)
+                fd = step
+        except OSError as exc:
+            self._fail(exc, "creating directory", self._dst.show(done))
+            raise _Stop() from None
+        finally:
+            os.close(fd)
 
     def _walk_file(self) -> None:
-        st = os.stat(self.source)
-        entry: Entry = (os.path.basename(self.source), os.path.basename(self.target), KIND_FILE,
+        st = self._src.lstat(self._src_rel)
+        if st is None or not stat.S_ISREG(st.st_mode):
+            raise CopyError("copy failed: source path %s changed since the request: it is no longer a"
+                            " regular file" % self.source)
+        entry: Entry = (os.path.basename(self._src_rel), os.path.basename(self._target_rel), KIND_FILE,
                         st.st_size, st.st_mode, st.st_atime_ns, st.st_mtime_ns, _looks_sparse(st))
         self._bytes_total = st.st_size
         self._files_total = 1
         if not self.dryrun:
-            self._submit((os.path.dirname(self.source), os.path.dirname(self.target), [entry], True))
+            self._submit((os.path.dirname(self._src_rel), os.path.dirname(self._target_rel), [entry], True))
 
-    def _stage(self, final: str) -> str:
-        """Create the temporary root for the new directory ``final``; return its path."""
-        parent, name = os.path.split(final)
-        temp = os.path.join(parent, temp_name(name, self.token))
+    def _stage(self, dir_fd: int, parent: str, name: str) -> str:
+        """Create the temporary root for the new directory ``parent/name``; return its path."""
+        temp = temp_name(name, self.token)
         try:
-            os.mkdir(temp, 0o700)
+            os.mkdir(temp, 0o700, dir_fd=dir_fd)
         except OSError as exc:
-            self._fail(exc, "creating directory", temp)
+            self._fail(exc, "creating directory", self._dst.show(parent, temp))
             raise _Stop() from None
-        self._staged.append((temp, final))
-        return temp
+        self._staged.append((parent, temp, name))
+        return join(parent, temp)
+
+    def _open(self, tree: Tree, rel: str, doing: str) -> int:
+        try:
+            return tree.opendir(rel)
+        except OSError as exc:
+            self._fail(exc, doing, tree.show(rel))
+            raise _Stop() from None
 
     def _walk_tree(self) -> None:
         dryrun = self.dryrun
-        root_st = os.stat(self.source)
-        if _stat_or_none(self.target, follow=False) is not None:
-            root_dst, merge = self.target, True
+        src, dst = self._src, self._dst
+        root_st = src.lstat(self._src_rel)
+        if root_st is None or not stat.S_ISDIR(root_st.st_mode):
+            raise CopyError("copy failed: source path %s changed since the request: it is no longer a"
+                            " directory" % self.source)
+        target = self._target_rel
+        if dst.lstat(target) is not None:
+            root_dst, merge = target, True
         elif dryrun:
-            root_dst, merge = self.target, False
+            root_dst, merge = target, False
         else:
-            root_dst, merge = self._stage(self.target), False
+            parent = os.path.dirname(target)
+            pfd = self._open(dst, parent, "opening directory")
+            try:
+                root_dst, merge = self._stage(pfd, parent, os.path.basename(target)), False
+            finally:
+                os.close(pfd)
         self._dirs.append((root_dst, root_st, not merge))
-        stack = [(self.source, root_dst, merge)]
+        stack = [(self._src_rel, root_dst, merge)]
         sizes = files = 0
         while stack:
             if self._stop:
                 raise _Stop()
             src_dir, dst_dir, merge = stack.pop()
-            batch: List[Entry] = []
-            batch_bytes = 0
+            sfd = self._open(src, src_dir, "reading directory")
+            dfd = -1
             try:
-                with os.scandir(src_dir) as it:
-                    entries = list(it)
-            except OSError as exc:
-                self._fail(exc, "reading directory", src_dir)
-                raise _Stop() from None
-            for entry in entries:
-                name = entry.name
                 try:
-                    st = entry.stat(follow_symlinks=False)
+                    with os.scandir(sfd) as it:
+                        entries = list(it)
                 except OSError as exc:
-                    self._fail(exc, "reading", entry.path)
+                    self._fail(exc, "reading directory", src.show(src_dir))
                     raise _Stop() from None
-                mode = st.st_mode
-                if stat.S_ISDIR(mode):
-                    stack.append((entry.path, *self._subdir(dst_dir, name, merge, st, entry.path)))
-                    continue
-                if stat.S_ISREG(mode):
-                    size = st.st_size
-                    item: Entry = (name, name, KIND_FILE, size, mode, st.st_atime_ns, st.st_mtime_ns,
-                                   size >= SPARSE_MIN and st.st_blocks * 512 < size)
-                elif stat.S_ISLNK(mode):
-                    size = 0
-                    item = (name, name, KIND_LINK, 0, mode, st.st_atime_ns, st.st_mtime_ns, False)
-                else:
-                    self.skipped += 1
-                    continue
-                if merge:
-                    existing = _stat_or_none(os.path.join(dst_dir, name), follow=False)
-                    if existing is not None and stat.S_ISDIR(existing.st_mode):
-                        self._record(CopyError("cannot overwrite directory %s with non-directory %s"
-                                               % (os.path.join(dst_dir, name), entry.path)))
-                        raise _Stop()
-                files += 1
-                sizes += size
-                batch.append(item)
-                batch_bytes += size
-                if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
-                    self._bytes_total, self._files_total = sizes, files
-                    self._submit((src_dir, dst_dir, batch, merge))
-                    batch, batch_bytes = [], 0
+                if merge or not dryrun:
+                    dfd = self._open(dst, dst_dir, "opening directory")
+                batch: List[Entry] = []
+                batch_bytes = 0
+                for entry in entries:
+                    name = entry.name
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError as exc:
+                        self._fail(exc, "reading", src.show(src_dir, name))
+                        raise _Stop() from None
+                    mode = st.st_mode
+                    if stat.S_ISDIR(mode):
+                        stack.append((join(src_dir, name), *self._subdir(dfd, dst_dir, name, merge, st, src_dir)))
+                        continue
+                    if stat.S_ISREG(mode):
+                        size = st.st_size
+                        item: Entry = (name, name, KIND_FILE, size, mode, st.st_atime_ns, st.st_mtime_ns,
+                                       size >= SPARSE_MIN and st.st_blocks * 512 < size)
+                    elif stat.S_ISLNK(mode):
+                        size = 0
+                        item = (name, name, KIND_LINK, 0, mode, st.st_atime_ns, st.st_mtime_ns, False)
+                    else:
+                        self.skipped += 1
+                        continue
+                    if merge:
+                        existing = _lstat_at(dfd, name)
+                        if existing is not None and stat.S_ISDIR(existing.st_mode):
+                            self._record(CopyError("cannot overwrite directory %s with non-directory %s"
+                                                   % (dst.show(dst_dir, name), src.show(src_dir, name))))
+                            raise _Stop()
+                    files += 1
+                    sizes += size
+                    batch.append(item)
+                    batch_bytes += size
+                    if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
+                        self._bytes_total, self._files_total = sizes, files
+                        self._submit((src_dir, dst_dir, batch, merge))
+                        batch, batch_bytes = [], 0
+            finally:
+                os.close(sfd)
+                if dfd >= 0:
+                    os.close(dfd)
             self._bytes_total, self._files_total = sizes, files
             if batch:
                 self._submit((src_dir, dst_dir, batch, merge))
 
-    def _subdir(self, dst_dir: str, name: str, merge: bool, st: os.stat_result, src: str) -> Tuple[str, bool]:
+    def _subdir(self, dfd: int, dst_dir: str, name: str, merge: bool, st: os.stat_result,
+                src_dir: str) -> Tuple[str, bool]:
         """The destination of a source subdirectory, made (or staged) now; and whether it merges."""
-        dst = os.path.join(dst_dir, name)
+        dst = join(dst_dir, name)
         sub_merge = False
         if merge:
-            existing = _stat_or_none(dst, follow=False)
+            existing = _lstat_at(dfd, name)
             if existing is not None:
                 if not stat.S_ISDIR(existing.st_mode):
-                    self._record(CopyError("cannot overwrite non-directory %s with directory %s" % (dst, src)))
+                    self._record(CopyError("cannot overwrite non-directory %s with directory %s"
+                                           % (self._dst.show(dst), self._src.show(src_dir, name))))
                     raise _Stop()
                 sub_merge = True
             elif not self.dryrun:
-                dst = self._stage(dst)
+                dst = self._stage(dfd, dst_dir, name)
         elif not self.dryrun:
             try:
-                os.mkdir(dst, 0o700)
+                os.mkdir(name, 0o700, dir_fd=dfd)
             except OSError as exc:
-                self._fail(exc, "creating directory", dst)
+                self._fail(exc, "creating directory", self._dst.show(dst))
                 raise _Stop() from None
         self._dirs.append((dst, st, not sub_merge))
         return dst, sub_merge
@@ -483,29 +624,35 @@ class CopyJob:
 
     def _finish_tree(self) -> None:
         """Directory modes and times after their contents, then staged trees into place."""
+        dst = self._dst
         for path, st, staged in reversed(self._dirs):
             if staged:
-                _apply_dir_meta(path, st)
-        for temp, final in self._staged:
-            os.rename(temp, final)
+                dst.set_dir_meta(path, st)
+        for parent, temp, final in self._staged:
+            fd = dst.opendir(parent)
+            try:
+                os.rename(temp, final, src_dir_fd=fd, dst_dir_fd=fd)
+            finally:
+                os.close(fd)
         self._staged = []
         self._made_parents = []
         for path, st, staged in reversed(self._dirs):
             if not staged:
-                _apply_dir_meta(path, st)
+                dst.set_dir_meta(path, st)
+
+
+def _mismatch_text(count: int, examples: List[str]) -> str:
+    more = "; ..." if count > len(examples) else ""
+    return "verification failed: %d file(s) differ from the source after the copy: %s%s" % (
+        count, "; ".join(examples), more)
 
 
 def _looks_sparse(st: os.stat_result) -> bool:
     return st.st_size >= SPARSE_MIN and st.st_blocks * 512 < st.st_size
 
 
-def _stat_or_none(path: str, follow: bool) -> Optional[os.stat_result]:
+def _lstat_at(dir_fd: int, name: str) -> Optional[os.stat_result]:
     try:
-        return os.stat(path, follow_symlinks=follow)
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except (FileNotFoundError, NotADirectoryError):
         return None
-
-
-def _apply_dir_meta(path: str, st: os.stat_result) -> None:
-    os.chmod(path, stat.S_IMODE(st.st_mode))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))

@@ -3,17 +3,21 @@
 A client names paths as text; the local driver may only read and write below the roots the
 administrator allowed. Both paths are resolved the way the kernel will see them (symlinks
 followed, ``..`` applied after the symlink it follows) and the resolved path must lie inside a
-root, so neither ``..`` nor a symlink can lead a copy out. The copy engine then works on the
-resolved paths and never follows a symlink inside the tree, which keeps it confined too.
+root, so neither ``..`` nor a symlink can lead a copy out. That is the check at submit; the
+copy engine then reaches the resolved paths beneath the root's descriptor without following
+any symlink (beneath.py), so a component swapped afterwards cannot lead it out either. A
+refusal names the path and the roots, never where a symlink leads.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from typing import Iterable, List, Sequence
 
 from copy_offload.client.wire import WireError
+from copy_offload.server.local.beneath import Tree, reason, relative, root_of
 
 __all__ = ["Confinement", "ConfinedPaths", "ERR_NO_ROOTS"]
 
@@ -30,8 +34,10 @@ class ConfinedPaths:
     destination: str
 
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.EINVAL:  # realpath's readlink of what was a symlink a moment before
+        return "it changed while it was being resolved (a component swapped for a symlink, or back)"
+    return reason(exc)
 
 
 class Confinement:
@@ -63,14 +69,13 @@ class Confinement:
                             % (what, path[:300] + ("..." if len(path) > 300 else ""), _NAME_MAX, _PATH_MAX))
 
     def _confine(self, what: str, path: str, real: str) -> str:
-        for root in self.roots:
-            if _inside(real, root):
-                return real
-        via = " (it resolves to %s)" % real if real != os.path.normpath(path) else ""
+        if root_of(real, self.roots) is not None:
+            return real
+        # Never say where it leads: that would map the file system outside the roots for the caller.
+        verb = "resolves" if real != os.path.normpath(path) else "is"
         raise WireError(
             400,
-            "%s path %s is outside the allowed roots%s; allowed roots: %s"
-            % (what, path, via, self._roots_text()),
+            "%s path %s %s outside the allowed roots; allowed roots: %s" % (what, path, verb, self._roots_text()),
         )
 
     def source(self, path: str) -> str:
@@ -81,11 +86,17 @@ class Confinement:
         self._check_text("source", path)
         try:
             real = self._confine("source", path, os.path.realpath(path))
-            os.stat(real)
-        except FileNotFoundError:
-            raise WireError(400, "source path %s does not exist" % path) from None
+            root = root_of(real, self.roots)
+            assert root is not None
+            tree = Tree.open(root)  # looked at beneath its root, as the copy will read it
+            try:
+                found = tree.lstat(relative(real, root))
+            finally:
+                tree.close()
         except OSError as exc:
-            raise WireError(400, "source path %s cannot be resolved: %s" % (path, exc.strerror)) from None
+            raise WireError(400, "source path %s cannot be resolved: %s" % (path, _why(exc))) from None
+        if found is None:
+            raise WireError(400, "source path %s does not exist" % path)
         return real
 
     def destination(self, path: str) -> str:
@@ -96,7 +107,7 @@ class Confinement:
             # applies the remaining components, ".." among them, lexically.
             real = os.path.realpath(path)
         except OSError as exc:
-            raise WireError(400, "destination path %s cannot be resolved: %s" % (path, exc.strerror)) from None
+            raise WireError(400, "destination path %s cannot be resolved: %s" % (path, _why(exc))) from None
         return self._confine("destination", path, real)
 
     def request(self, source: str, destination: str) -> ConfinedPaths:

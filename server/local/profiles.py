@@ -1,7 +1,8 @@
 """Named local profiles for a request's ``dmProfile``.
 
 In the reference a profile is an NnfDataMovementProfile holding the ``mpirun ... dcp`` command;
-here it is either the built-in engine (``""`` or ``"default"``) or a command template from an
+here it is either the built-in engine (``""`` or ``"default"``; ``"verify"`` is the engine that
+then reads every file back and compares it with its source) or a command template from an
 optional TOML file, for sites that prefer rsync, dcp or their own tool::
 
     default = "rsync"                 # optional: what "" means (else the built-in engine)
@@ -30,10 +31,11 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-__all__ = ["Profile", "Profiles", "ProfileConfigError", "BUILTIN", "unknown_profile_text"]
+__all__ = ["Profile", "Profiles", "ProfileConfigError", "BUILTIN", "VERIFY", "unknown_profile_text"]
 
 BUILTIN = "default"
-_BUILTIN_NAMES = ("", BUILTIN)
+VERIFY = "verify"  # the built-in engine, then every file read back and compared with its source
+_BUILTIN_NAMES = ("", BUILTIN, VERIFY)
 _KEYS = {"command", "storeStdout", "logStdout"}
 
 
@@ -48,12 +50,13 @@ def unknown_profile_text(name: str) -> str:
 
 @dataclass(frozen=True)
 class Profile:
-    """A profile: ``template`` None means the built-in engine."""
+    """A profile: ``template`` None means the built-in engine (``verify``: and check the copy)."""
 
     name: str
     template: Optional[Tuple[str, ...]] = None
     store_stdout: bool = False
     log_stdout: bool = False
+    verify: bool = False
 
     @property
     def builtin(self) -> bool:
@@ -70,7 +73,7 @@ class Profiles:
 
     def __init__(self, path: Optional[str] = None) -> None:
         self.path = path
-        self._profiles: Dict[str, Profile] = {BUILTIN: Profile(BUILTIN)}
+        self._profiles: Dict[str, Profile] = {BUILTIN: Profile(BUILTIN), VERIFY: Profile(VERIFY, verify=True)}
         self._default = BUILTIN
         if path:
             self._load(path)

@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from copy_offload.client.wire import RequestState
 
-__all__ = ["Store", "DB_NAME", "RESTART_MESSAGE"]
+__all__ = ["Store", "StoreDamaged", "DB_NAME", "RESTART_MESSAGE"]
 
 DB_NAME = "local-requests.sqlite3"
 RESTART_MESSAGE = "the copy-offload server restarted while this request was running; it did not complete"
@@ -43,15 +43,20 @@ CREATE TABLE IF NOT EXISTS requests (
     files_total INTEGER,
     files_done INTEGER,
     rate REAL,
-    temporaries TEXT NOT NULL
+    temporaries TEXT NOT NULL,
+    extra TEXT NOT NULL DEFAULT '{}'
 );
 """
 
 _COLUMNS = (
     "state", "status", "message", "command", "progress", "elapsed", "last_message",
     "last_message_time", "start_time", "end_time", "bytes_total", "bytes_done", "files_total",
-    "files_done", "rate", "temporaries",
+    "files_done", "rate", "temporaries", "extra",
 )
+
+
+class StoreDamaged(ValueError):
+    """The SQLite file is corrupt; the text says how to start fresh keeping it aside."""
 
 
 def _epoch(when: Optional[dt.datetime]) -> Optional[float]:
@@ -73,8 +78,32 @@ class Store:
         os.chmod(self.path, 0o600)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+            columns = [row[1] for row in self._db.execute("PRAGMA table_info(requests)")]
+            if "extra" not in columns:  # a file from before the driver's own figures were kept
+                self._db.execute("ALTER TABLE requests ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'")
+            # A file damaged mid-way opens fine and fails on the first read of the bad page:
+            # look at every page now, so that it is one line at start, not a failure later.
+            problems = [row[0] for row in self._db.execute("PRAGMA quick_check(3)")]
+        except sqlite3.OperationalError:
+            self._db.close()
+            raise  # locked, read-only, out of space: not damage
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise self._damaged(str(exc)) from None
+        if problems != ["ok"]:
+            self._db.close()
+            raise self._damaged("; ".join(problems))
+
+    def _damaged(self, what: str) -> StoreDamaged:
+        aside = self.path + ".damaged"
+        return StoreDamaged(
+            "the request store %s is damaged (%s); to start fresh, move it aside (mv %s %s, and its"
+            " -wal and -shm files if any) and start the server again: the request counter restarts,"
+            " so request names may repeat those in the damaged file"
+            % (self.path, what.replace("\n", " ")[:200], self.path, aside))
 
     def close(self) -> None:
         with self._lock:
@@ -102,7 +131,7 @@ class Store:
             rec.state, rec.status, rec.message, rec.command, rec.progress, rec.elapsed,
             rec.last_message, _epoch(rec.last_message_time), _epoch(rec.start_time),
             _epoch(rec.end_time), rec.bytes_total, rec.bytes_done, rec.files_total, rec.files_done,
-            rec.rate, json.dumps(list(temporaries)),
+            rec.rate, json.dumps(list(temporaries)), json.dumps(rec.extra),
         )
         sql = "INSERT OR REPLACE INTO requests (name, %s) VALUES (?%s)" % (
             ", ".join(_COLUMNS), ", ?" * len(_COLUMNS))
@@ -118,12 +147,13 @@ class Store:
         if row is None:
             return None
         (state, status, message, command, progress, elapsed, last_message, last_message_time,
-         start_time, end_time, bytes_total, bytes_done, files_total, files_done, rate, _temps) = row
+         start_time, end_time, bytes_total, bytes_done, files_total, files_done, rate, _temps, extra) = row
         return RequestState(
             state=state, status=status, message=message, command=command, progress=progress,
             elapsed=elapsed, last_message=last_message, last_message_time=_when(last_message_time),
             start_time=_when(start_time), end_time=_when(end_time), bytes_total=bytes_total,
             bytes_done=bytes_done, files_total=files_total, files_done=files_done, rate=rate,
+            extra=json.loads(extra or "{}"),
         )
 
     def recover(self, message: str = RESTART_MESSAGE) -> List[Tuple[str, List[str]]]:

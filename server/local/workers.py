@@ -7,6 +7,8 @@ and the thread then retires: each process has its own interpreter lock, so many-
 copies run in parallel in the kernel instead of queueing on one lock, and the server process is
 left with walking and feeding (bench/bench_copy.py measures it). A stop (cancel or failure)
 kills the worker processes at once; the engine then removes the temporaries they left.
+Worker processes inherit the job's two open root directories (``pass_fds``) and reach every
+batch beneath them, as the thread does (beneath.py).
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import queue
 import subprocess
 import sys
 import threading
-from typing import TYPE_CHECKING, Callable, List, Optional, Set
+from typing import TYPE_CHECKING, Callable, List, Optional, Set, Tuple
 
-from copy_offload.server.local import copier
+from copy_offload.server.local import beneath, copier
 from copy_offload.server.local.copier import Copier, Failure, Stopped
 
 if TYPE_CHECKING:
@@ -46,8 +48,14 @@ class Crew:
         processes: bool = True,
         budget: Optional[threading.Semaphore] = None,
         direct_min: int = 0,
+        trees: Optional[Tuple[beneath.Tree, beneath.Tree]] = None,
+        verify: bool = False,
+        on_mismatch: Optional[Callable[[str], None]] = None,
     ) -> None:
         self.size = max(1, size)
+        self.trees = trees
+        self.verify = verify
+        self.on_mismatch = on_mismatch
         self.token = token
         self.umask = umask
         self.chunk = chunk
@@ -60,7 +68,7 @@ class Crew:
         self.queue: queue.Queue[Optional[Batch]] = queue.Queue(QUEUE_BATCHES)
         self.counters: List[List[int]] = []
         self.members: List[object] = []
-        self.swept_dirs: Set[str] = set()  # merge directories a killed process may have written in
+        self.swept_dirs: Set[str] = set()  # merge directories (relative) a killed process may have written in
         self._lock = threading.RLock()  # halt() may come from a failure inside _add_member()
         self._halted = False
 
@@ -110,14 +118,15 @@ class Crew:
         return self.processes and len(self.members) > self.size
 
     def totals(self) -> List[int]:
-        done = [0, 0]
+        """``[bytes, files, verified bytes, mismatches]`` over every copier."""
+        done = [0, 0, 0, 0]
         for counter in list(self.counters):
-            done[0] += counter[0]
-            done[1] += counter[1]
+            for index, value in enumerate(counter):
+                done[index] += value
         return done
 
     def _add_member(self) -> None:
-        counter = [0, 0]
+        counter = [0, 0, 0, 0]
         with self._lock:
             if self._halted:
                 return
@@ -143,7 +152,8 @@ class _ThreadMember:
     def __init__(self, crew: Crew, counter: List[int]) -> None:
         self.crew = crew
         self.copier = Copier(crew.token, crew.umask, crew.chunk, counter, crew.stopping,
-                             direct_min=crew.direct_min)
+                             direct_min=crew.direct_min, trees=crew.trees, verify=crew.verify,
+                             on_mismatch=crew.on_mismatch)
         self.thread = threading.Thread(target=self._run, name="copy-offload-copier", daemon=True)
         self.thread.start()
 
@@ -177,18 +187,25 @@ class _ProcessMember:
     def __init__(self, crew: Crew, counter: List[int]) -> None:
         self.crew = crew
         self.counter = counter
+        config: tuple = (crew.token, crew.umask, crew.chunk, crew.direct_min)
+        fds: Tuple[int, ...] = ()
+        if crew.trees is not None:
+            src, dst = crew.trees
+            config += (src.path, src.fd, dst.path, dst.fd, crew.verify)
+            fds = (src.fd, dst.fd)
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-S", _COPIER_SCRIPT, str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
+            pass_fds=fds,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.wfd = self.proc.stdin.fileno()
         self.rfd = self.proc.stdout.fileno()
         self.slots = threading.Semaphore(IN_FLIGHT)
         self.killed = False
-        copier.send_frame(self.wfd, (crew.token, crew.umask, crew.chunk, crew.direct_min))
+        copier.send_frame(self.wfd, config)
         self.feeder = threading.Thread(target=self._feed, name="copy-offload-feeder", daemon=True)
         self.reader = threading.Thread(target=self._read, name="copy-offload-reader", daemon=True)
         self.feeder.start()
@@ -231,8 +248,14 @@ class _ProcessMember:
                 failed = True
                 crew.on_failure(Failure(message[1], message[2], message[3], message[4]))
                 continue
+            if kind == "m":
+                counter[3] += 1
+                if crew.on_mismatch is not None:
+                    crew.on_mismatch(message[1])
+                continue
             counter[0] += message[1]
             counter[1] += message[2]
+            counter[2] += message[3]
             if kind == "d":
                 self.slots.release()
         code = self.proc.wait()
@@ -256,17 +279,24 @@ class _ProcessMember:
         self.reader.join()
 
 
-def sweep_temporaries(directories: Set[str], token: str) -> None:
-    """Remove the ``.<name>.copy-offload-<token>.tmp`` files a killed worker left behind."""
+def sweep_temporaries(tree: beneath.Tree, directories: Set[str], token: str) -> None:
+    """Remove the ``.<name>.copy-offload-<token>.tmp`` files a killed worker left behind.
+
+    ``directories`` are relative to ``tree``, reached beneath it as the copies were.
+    """
     mark = copier.TEMP_MARK + token
     for directory in directories:
         try:
-            with os.scandir(directory) as it:
-                names = [entry.name for entry in it if mark in entry.name]
+            fd = tree.opendir(directory)
         except OSError:
             continue
-        for name in names:
-            try:
-                os.unlink(os.path.join(directory, name))
-            except OSError:
-                pass
+        try:
+            with os.scandir(fd) as it:
+                names = [entry.name for entry in it if mark in entry.name]
+            for name in names:
+                try:
+                    os.unlink(name, dir_fd=fd)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
