@@ -163,6 +163,9 @@ def human_status(name: str, status: Status, with_message: bool = True) -> str:
                                           status.files_total))
     if status.bytes_per_second is not None:
         lines.append("rate: %s" % units.rate(status.bytes_per_second))
+    if status.bytes_verified is not None:
+        lines.append("verified: %s, %d mismatch(es)" % (units.size(status.bytes_verified),
+                                                        status.verify_mismatches or 0))
     return "\n".join(lines)
 
 

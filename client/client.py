@@ -39,6 +39,9 @@ DEFAULT_TIMEOUT = 30.0
 #: With a progress callback, each wait() round asks the server to hold the answer at most this
 #: long (it answers at once on completion), so a progress bar moves about once a second.
 WAIT_SLICE = 1
+#: What Go's net/http (and our server) answers to plain HTTP on its TLS port.
+PLAIN_HTTP_ON_TLS = "Client sent an HTTP request to an HTTPS server."
+
 #: The shortest time between two status requests of one wait(): a server that answers before
 #: ``maxWaitSecs`` (the reference mock always does) is polled at most about once a second.
 POLL_FLOOR = 1.0
@@ -165,6 +168,9 @@ class _Base:
         return None if read < 0 else read
 
     def _interpret(self, call: protocol.Call, status: int, text: str) -> Any:
+        if status == 400 and not self.config.tls and text.startswith(PLAIN_HTTP_ON_TLS):
+            raise TLSError("%s:%d speaks TLS, not plain HTTP: leave out --no-tls (tls=True in Python)"
+                           % (self.config.host, self.config.port))
         try:
             return protocol.interpret(call, status, text)
         except Unauthorized as exc:

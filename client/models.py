@@ -29,6 +29,8 @@ class Status:
     files_total: Optional[int] = None
     files_copied: Optional[int] = None
     bytes_per_second: Optional[int] = None
+    bytes_verified: Optional[int] = None  # the ``verify`` profile: bytes read back and compared
+    verify_mismatches: Optional[int] = None
     raw: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -72,6 +74,8 @@ class Status:
             files_total=number("filesTotal"),
             files_copied=number("filesCopied"),
             bytes_per_second=number("bytesPerSecond"),
+            bytes_verified=number("verifiedBytes"),
+            verify_mismatches=number("verifyMismatches"),
             raw=doc,
         )
 

@@ -310,3 +310,20 @@ def test_losing_the_server_mid_wait_names_the_copy(server_factory):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err
     assert "%s: it may continue on the server" % name in err and "Traceback" not in err
+
+
+def test_copy_verify_end_to_end(server_factory, tmp_path):
+    """``copy --verify`` reaches the local driver's verifying profile; status shows the figures."""
+    server, root = local_server(server_factory, tmp_path)
+    (root / "tree" / "sub").mkdir(parents=True)
+    (root / "tree" / "sub" / "f").write_bytes(os.urandom(70000))
+    (root / "tree" / "g").write_bytes(b"g" * 5000)
+    r = cli(server, "--json", "copy", str(root / "tree"), str(root / "out"), "--verify", "--wait")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert (doc["bytes_verified"], doc["verify_mismatches"]) == (75000, 0), doc
+    assert (root / "out" / "sub" / "f").read_bytes() == (root / "tree" / "sub" / "f").read_bytes()
+    r = cli(server, "status", doc["name"])
+    assert "verified: 73.2 KiB, 0 mismatch(es)" in r.stdout, r.stdout
+    r = cli(server, "copy", str(root / "tree"), str(root / "out2"), "--verify", "--profile", "slow")
+    assert r.returncode == 2 and "--verify" in r.stderr
