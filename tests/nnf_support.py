@@ -12,7 +12,7 @@ import asyncio
 import copy
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from copy_offload.client.wire import CopyRequest, WireError
 from copy_offload.server.nnf import KubeSettings, NnfSettings, create_nnf_driver
@@ -123,3 +123,131 @@ def env_for_tests(monkeypatch: Any, world: Optional[NnfWorld] = None) -> None:
     monkeypatch.setenv("PATH", NNF_BIN + os.pathsep + os.environ.get("PATH", ""))
     if world is not None:
         monkeypatch.setenv("FAKE_MPIRUN_LOG", world.mpirun_log)
+
+
+class OutageClock:
+    """Virtual time for the driver's end-write backoff (``NnfSettings.retry_sleep``).
+
+    The test starts an outage of status writes with the double's faults; once the backoff
+    pauses add up to ``outage`` seconds, ``reached`` is set and the clock holds until the test
+    sets ``resume``, then the faults are cleared: the API server is back. A 25 s outage plays
+    in well under a second of wall time, and the test looks at the state in the middle of it.
+    """
+
+    def __init__(self, kube: Any, outage: float = 25.0) -> None:
+        self.kube = kube
+        self.outage = outage
+        self.now = 0.0
+        self.pauses: list = []
+        self.reached = asyncio.Event()
+        self.resume = asyncio.Event()
+        self.recovered = False
+
+    async def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+        if self.now >= self.outage and not self.recovered:
+            self.reached.set()
+            await self.resume.wait()
+            self.kube.clear_faults()
+            self.recovered = True
+        await asyncio.sleep(0)
+
+
+async def until(predicate: Any, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``predicate()`` (every 20 ms) until true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for %s" % what)
+        await asyncio.sleep(0.02)
+
+
+async def outage_scenario(world: NnfWorld, src: str, dest: str, outage: float = 25.0) -> Dict[str, Any]:
+    """Status writes fail from just after the start until ``outage`` (virtual) seconds after the
+    copy's end; returns what the driver and the resource said during and after the outage."""
+    clock = OutageClock(world.kube, outage)
+    driver = await world.driver(retry_sleep=clock.sleep)
+    try:
+        name = await driver.submit(world.request(src, dest))
+        world.kube.fail(503, count=10**6, method="PUT", path="/status$", message="etcdserver: request timed out")
+        await asyncio.wait_for(clock.reached.wait(), 120)
+        during = {"status": await driver.status(name, 0), "waited": await driver.status(name, 5), "active": driver.active(),
+                  "resource": copy.deepcopy(world.dm(name).get("status") or {})}
+        clock.resume.set()
+        await until(lambda: not driver.active(), 30, "the end to be recorded")
+        after = {"status": await driver.status(name, 0), "resource": copy.deepcopy(world.dm(name)["status"])}
+    finally:
+        await driver.close()
+    return {"name": name, "during": during, "after": after, "virtual": clock.now, "pauses": clock.pauses}
+
+
+def server_env(world: NnfWorld, **extra: str) -> Dict[str, str]:
+    """The environment of ``copy-offload-server --driver nnf`` against ``world`` (run dirs in world.hostfiles)."""
+    env = {
+        "KUBECONFIG": world.kube.write_kubeconfig(os.path.join(world.tmp, "kubeconfig")), "NNF_NODE_NAME": "rabbit-01",
+        "DW_WORKFLOW_NAME": WORKFLOW, "DW_WORKFLOW_NAMESPACE": "default", "ENVIRONMENT": "test",
+        "FAKE_MPIRUN_LOG": world.mpirun_log, "TMPDIR": world.hostfiles,
+        "PATH": NNF_BIN + os.pathsep + os.environ.get("PATH", ""), "KUBERNETES_SERVICE_HOST": "",
+    }
+    env.update(extra)
+    return env
+
+
+def run_record(world: NnfWorld, name: str) -> Tuple[str, Dict[str, Any]]:
+    """The run dir and restart record of request ``name`` (the server writes it once the copy starts)."""
+    from copy_offload.server.nnf.survivor import read_record, run_dirs
+
+    for run_dir in run_dirs(world.hostfiles):
+        record = read_record(run_dir)
+        if record and record.get("name") == name:
+            return run_dir, record
+    raise AssertionError("no run record for %s in %s" % (name, os.listdir(world.hostfiles)))
+
+
+def restart_scenario(world: NnfWorld, start_server: Any, env: Dict[str, str], src: str, dest: str, fate: str) -> Dict[str, Any]:
+    """``kill -9`` the server during a copy, then start another one.
+
+    ``fate``: ``survives`` (the copy runs on across the restart), ``ended`` (it ends while no
+    server runs) or ``killed`` (it dies with the server). Returns the final status and what
+    was left behind.
+    """
+    import signal as _signal
+
+    import copy_offload.client as co
+    from copy_offload.server.nnf.survivor import RESULT, alive
+
+    first = start_server("nnf", env=env)
+    with co.Client(**first.client_kwargs()) as client:
+        name = client.copy(src, dest, compute_name="compute-01")
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            run_dir, record = run_record(world, name)
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+    assert first.process is not None
+    first.process.kill()  # SIGKILL: no cleanup of any kind
+    first.process.wait(10)
+    pid, start_time = record["pid"], record["start_time"]
+    assert alive(pid, start_time), "the copy died with the server"
+    if fate == "killed":
+        os.killpg(pid, _signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while fate != "survives" and alive(pid, start_time):
+        assert time.monotonic() < deadline, "the copy did not end"
+        time.sleep(0.05)
+    second = start_server("nnf", env=env)
+    with co.Client(**second.client_kwargs()) as client:
+        adopted = client.list()
+        status = client.status(name, 60)
+        left = client.list()
+    deadline = time.monotonic() + 10
+    while os.path.exists(run_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"name": name, "status": status, "adopted": adopted, "listed after": left, "run dir left": os.path.exists(run_dir),
+            "result file": os.path.join(run_dir, RESULT), "resource": world.dm(name)["status"], "second": second,
+            "still alive": alive(pid, start_time)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Awaitable, Callable, Dict, Mapping, Optional
 
 from copy_offload.server.nnf.kube import KubeSettings
 
@@ -104,6 +104,12 @@ class NnfSettings:
     """Refetch-and-retry rounds for a status write that meets 409 Conflict."""
     completed_memory: int = 10000
     """Completed request names remembered for cancel-after-completion."""
+    end_write_backoff: float = 0.5
+    """First pause between tries of a final status write that failed; doubles each time."""
+    end_write_backoff_max: float = 5.0
+    """Longest pause between tries of a final status write (it is retried until it lands)."""
+    retry_sleep: Optional[Callable[[float], Awaitable[Any]]] = None
+    """How those pauses are taken (default ``asyncio.sleep``; tests pass a clock of their own)."""
 
     @classmethod
     def from_extra(cls, extra: Dict[str, Any], environ: Optional[Mapping[str, str]] = None) -> NnfSettings:

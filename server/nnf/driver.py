@@ -26,6 +26,7 @@ import asyncio
 import collections
 import contextlib
 import copy
+import functools
 import logging
 import os
 import re
@@ -50,7 +51,7 @@ from copy_offload.server.nnf.config import (
     load_kube_configuration,
     missing_environment,
 )
-from copy_offload.server.nnf.job import CopyJob, StatusWriter, now
+from copy_offload.server.nnf.job import CopyJob, EndRecorder, StatusWriter, now
 from copy_offload.server.nnf.kube import Kube, KubeAlreadyExists, KubeError, KubeNotFound
 from copy_offload.server.nnf.lookup import (
     INITIATOR,
@@ -65,14 +66,15 @@ from copy_offload.server.nnf.lookup import (
 from copy_offload.server.nnf.prepare import DestinationPreparer
 from copy_offload.server.nnf.process import Processes
 from copy_offload.server.nnf.progress import micro_time, parse_duration, parse_time
+from copy_offload.server.nnf.survivor import Survivor, alive, read_record, run_dirs
 
 __all__ = ["NnfDriver", "NnfStartupError", "create_nnf_driver", "missing_environment"]
 
 log = logging.getLogger("copy_offload.server.nnf")
 
 RESTART_MESSAGE = (
-    "the copy-offload server restarted while this request was in progress; its copy was stopped "
-    "and did not complete"
+    "the copy-offload server restarted while this request was in progress and left no record of its "
+    "copy; whether the copy completed is unknown"
 )
 CREATE_NAME_TRIES = 5
 
@@ -103,16 +105,24 @@ class NnfDriver(Driver):
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Mark this Workflow's unfinished requests of an earlier server process as failed (once)."""
+        """Settle this Workflow's requests left unfinished by an earlier server process (once).
+
+        A copy that is still running is adopted (watched to its end, its real result
+        recorded); one that ended while no server ran gets the result it left behind; for
+        the rest the status says that the result is unknown. Run dirs left behind go.
+        """
         if self._started:
             return
         self._started = True
         selector = "%s=%s,%s=%s,%s" % (WF_NAME, self.workflow_name, WF_NAMESPACE, self.workflow_namespace, INITIATOR)
+        loop = asyncio.get_running_loop()
+        records = await loop.run_in_executor(None, _run_records, self.settings.hostfile_dir)
         try:
             leftovers = await self.kube.list(self.kinds.nnfdatamovements, None, selector)
         except KubeError as exc:
             log.error("restart recovery skipped: cannot list NnfDataMovements: %s", exc)
             return
+        adopted = set()
         for dm in leftovers:
             meta, status = dm.get("metadata") or {}, dm.get("status") or {}
             if not str(meta.get("name", "")).startswith(NAME_BASE) or status.get("state") == "Finished":
@@ -120,23 +130,52 @@ class NnfDriver(Driver):
             if (meta.get("labels") or {}).get(INITIATOR) in ("copy_in", "copy_out"):
                 continue
             name = "%s--%s" % (meta.get("namespace"), meta.get("name"))
-            stamp = micro_time(now())
+            found = records.get(name)
+            if found is not None and status.get("startTime"):
+                run_dir, record = found
+                self._adopt(name, dm, run_dir, record)
+                adopted.add(run_dir)
+                continue
+            await self._mark_unknown(name, dm)
+        for run_dir, _ in records.values():
+            if run_dir not in adopted:
+                await loop.run_in_executor(None, shutil.rmtree, run_dir, True)
 
-            def mutate(st: Dict[str, Any], stamp: str = stamp) -> None:
-                st.setdefault("startTime", stamp)
-                st["endTime"] = stamp
-                st["state"] = "Finished"
-                st["status"] = "Failed"
-                st["message"] = RESTART_MESSAGE
-                st["error"] = {"userMessage": RESTART_MESSAGE, "debugMessage": RESTART_MESSAGE, "type": "Internal", "severity": "Fatal"}
+    def _adopt(self, name: str, dm: Dict[str, Any], run_dir: str, record: Dict[str, Any]) -> None:
+        """Take over a request of an earlier server process: watch it, or judge what it left."""
+        writer = StatusWriter(self.kube, self.kinds.nnfdatamovements, dm, self.settings.status_conflict_retries)
+        profile = dict(record.get("profile") or {})
+        job = self._new_job(name, str(record.get("command") or ""), profile, dict(record.get("user_config") or {}), writer, run_dir)
+        job.full_command = str(((dm.get("status") or {}).get("commandStatus") or {}).get("command") or job.full_command)
+        pid, start_time = record.get("pid"), record.get("start_time")
+        running = isinstance(pid, int) and alive(pid, start_time)
+        survivor = Survivor(pid if isinstance(pid, int) else 0, start_time, run_dir, running)
+        job.adopt(survivor, parse_time((dm.get("status") or {}).get("startTime")))
+        self.recovered.append(name)
+        log.warning("%s: left by a previous server process; %s", name,
+                    "its copy still runs (pid %s): watching it to its end" % pid if running else "recording how its copy ended")
+        self._jobs[name] = job
+        self._tasks[name] = asyncio.ensure_future(self._drive(job, os.path.join(run_dir, "hostfile")))
 
-            writer = StatusWriter(self.kube, self.kinds.nnfdatamovements, dm, self.settings.status_conflict_retries)
-            try:
-                if await writer.write(mutate):
-                    self.recovered.append(name)
-                    log.warning("%s: left unfinished by a previous server process; marked Finished/Failed", name)
-            except KubeError as exc:
-                log.error("%s: cannot mark it failed after a restart: %s", name, exc)
+    async def _mark_unknown(self, name: str, dm: Dict[str, Any]) -> None:
+        stamp = micro_time(now())
+
+        def mutate(st: Dict[str, Any]) -> None:
+            st.setdefault("startTime", stamp)
+            st["endTime"] = stamp
+            st["state"] = "Finished"
+            st["status"] = "Failed"
+            st["message"] = RESTART_MESSAGE
+            st["error"] = {"userMessage": RESTART_MESSAGE, "debugMessage": RESTART_MESSAGE, "type": "Internal", "severity": "Fatal"}
+
+        writer = StatusWriter(self.kube, self.kinds.nnfdatamovements, dm, self.settings.status_conflict_retries)
+        try:
+            if await writer.write(mutate):
+                self.recovered.append(name)
+                log.warning("%s: left unfinished by a previous server process, which left no record of its copy; "
+                            "marked Finished/Failed (result unknown)", name)
+        except KubeError as exc:
+            log.error("%s: cannot mark it failed after a restart: %s", name, exc)
 
     async def close(self) -> None:
         """Stop what still runs (the server refuses shutdown while requests are active), then let go."""
@@ -173,8 +212,7 @@ class NnfDriver(Driver):
             created = await self._create(dm)
             name = "%s--%s" % (created["metadata"]["namespace"], created["metadata"]["name"])
             writer = StatusWriter(self.kube, self.kinds.nnfdatamovements, created, self.settings.status_conflict_retries)
-            job = CopyJob(name=name, command=command, profile_data=data, user_config=dm["spec"].get("userConfig") or {},
-                          writer=writer, output_limit=self.settings.output_limit, processes=self.processes)
+            job = self._new_job(name, command, data, dm["spec"].get("userConfig") or {}, writer, os.path.dirname(hostfile))
             try:
                 await job.write_start()
             except KubeError as exc:
@@ -191,6 +229,15 @@ class NnfDriver(Driver):
                 await loop.run_in_executor(None, _remove_hostfile_dir, hostfile)
         log.info("%s: started %s", name, job.full_command)
         return name
+
+    def _new_job(self, name: str, command: str, data: Dict[str, Any], user_config: Dict[str, Any], writer: StatusWriter,
+                 run_dir: str) -> CopyJob:
+        s = self.settings
+        recorder = EndRecorder(name, writer, backoff=s.end_write_backoff, backoff_max=s.end_write_backoff_max, sleep=s.retry_sleep)
+        job = CopyJob(name=name, command=command, profile_data=data, user_config=user_config, writer=writer,
+                      output_limit=s.output_limit, processes=self.processes, run_dir=run_dir, recorder=recorder)
+        job.on_end = functools.partial(self._completions.done, name)
+        return job
 
     async def _create(self, dm: Dict[str, Any]) -> Dict[str, Any]:
         """Create ``dm`` under a name chosen here, so that retrying a create is safe."""
@@ -246,6 +293,9 @@ class NnfDriver(Driver):
 
     async def status(self, name: str, max_wait_secs: int) -> Dict[str, Any]:
         namespace, dm_name = wire.split_request_name(name)
+        remembered = self._ended_in_memory(name)
+        if remembered is not None:
+            return remembered
         dm = await self._get_for_status(namespace, dm_name, name, wire.ERR_REQUEST_NOT_FOUND)
         labels = (dm.get("metadata") or {}).get("labels") or {}
         if labels.get(WF_NAME) != self.workflow_name or labels.get(WF_NAMESPACE) != self.workflow_namespace:
@@ -253,12 +303,28 @@ class NnfDriver(Driver):
         ended = bool((dm.get("status") or {}).get("endTime"))
         if not ended and max_wait_secs != 0 and (name in self._jobs or self._completions.is_done(name)):
             await self._completions.wait(name, max_wait_secs)
+            remembered = self._ended_in_memory(name)
+            if remembered is not None:
+                return remembered
             dm = await self._get_for_status(namespace, dm_name, name, wire.ERR_NOT_FOUND_AFTER_WAIT)
         doc = wire.status_document(request_state(dm))
         if doc.get("state") == wire.STATE_COMPLETED and (dm.get("status") or {}).get("endTime") and name not in self._jobs:
             self._completions.forget(name)
             self._completed.pop(name, None)
         return doc
+
+    def _ended_in_memory(self, name: str) -> Optional[Dict[str, Any]]:
+        """The status of a request whose copy has ended but whose end is not recorded yet.
+
+        The resource still says ``Running`` (the API server may be down); what we know is truer.
+        """
+        job = self._jobs.get(name)
+        if job is None or job.final is None:
+            return None
+        dm = copy.deepcopy(job.writer.obj)
+        dm.setdefault("status", {})
+        dm["status"].update(copy.deepcopy(job.final))
+        return wire.status_document(request_state(dm))
 
     async def _get_for_status(self, namespace: str, dm_name: str, name: str, not_found: str) -> Dict[str, Any]:
         try:
@@ -329,6 +395,22 @@ def _rate(text: Any) -> Optional[float]:
 
 def _remove_hostfile_dir(hostfile: str) -> None:
     shutil.rmtree(os.path.dirname(hostfile), ignore_errors=True)
+
+
+def _run_records(parent: str) -> Dict[str, Any]:
+    """Request name -> (run dir, record) for the run dirs an earlier server process left in ``parent``.
+
+    A run dir without a record (a submit that never started its command) maps to itself, so it
+    is removed too.
+    """
+    found: Dict[str, Any] = {}
+    for run_dir in run_dirs(parent):
+        if not os.path.exists(os.path.join(run_dir, "hostfile")):
+            continue  # not one of ours
+        record = read_record(run_dir)
+        key = str(record.get("name")) if record and record.get("name") else run_dir
+        found[key] = (run_dir, record or {})
+    return found
 
 
 # --------------------------------------------------------------------------- factory

@@ -23,6 +23,7 @@ from copy_offload.server.nnf.command import build_stat_or_mkdir_command
 from copy_offload.server.nnf.kube import Kube, KubeNotFound
 from copy_offload.server.nnf.lookup import Kinds, clean, dest_base
 from copy_offload.server.nnf.process import Processes
+from copy_offload.server.nnf.progress import explain_output
 
 
 class CommandError(Exception):
@@ -52,9 +53,15 @@ async def run_command(processes: Processes, cmd: str, timeout: Optional[float]) 
         returncode, out, err = await processes.run(["bash", "-c", cmd], timeout)
     except OSError as exc:
         raise CommandError("command: %s - stderr:  - stdout:  - error: fork/exec bash: %s" % (cmd, exc.strerror)) from None
-    stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+    return command_result(cmd, returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
+
+def command_result(cmd: str, returncode: int, stdout: str, stderr: str) -> str:
+    """nnf-sos ``command.Run``'s answer: stdout, or a ``CommandError`` naming the command and
+    its output (external output cut to the lines that explain the failure)."""
     if returncode != 0:
-        raise CommandError("command: %s - stderr: %s - stdout: %s - error: %s" % (cmd, stderr, stdout, exit_text(returncode)), stdout)
+        raise CommandError("command: %s - stderr: %s - stdout: %s - error: %s"
+                           % (cmd, explain_output(stderr), explain_output(stdout), exit_text(returncode)), stdout)
     return stdout
 
 

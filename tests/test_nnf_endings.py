@@ -1,0 +1,133 @@
+"""The end of every copy is recorded, and /status tells the truth while it is not (issue 11)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from copy_offload.server.nnf.progress import explain_output
+from nnf_support import outage_scenario, run, until, wait_done
+
+
+def test_nnf_status_outage_then_the_end_is_recorded(world, monkeypatch, caplog):
+    monkeypatch.setenv("FAKE_DCP_STEPS", "4")
+    monkeypatch.setenv("FAKE_DCP_SLEEP", "0.2")
+    caplog.set_level(logging.WARNING, logger="copy_offload.server.nnf")
+    src = world.source_tree("outage")
+    out = run(outage_scenario(world, src, world.lus + "/outage-out"), timeout=120)
+    during, after = out["during"], out["after"]
+    # the copy ended during the outage: the resource could not be told, the server knows
+    assert during["resource"]["state"] == "Running" and "endTime" not in during["resource"]
+    assert during["status"]["state"] == "completed" and during["status"]["status"] == "success"
+    assert during["status"]["commandStatus"]["progress"] == 100 and during["status"]["endTime"]
+    assert during["waited"] == during["status"]
+    assert during["active"] == [out["name"]]  # so /shutdown answers 409 until the end is recorded
+    assert out["virtual"] >= 25 and max(out["pauses"]) <= 5.0
+    # after recovery: Finished/Success in the resource, nothing listed
+    res = after["resource"]
+    assert res["state"] == "Finished" and res["status"] == "Success" and res["endTime"]
+    assert res["commandStatus"]["progress"] == 100 and res["commandStatus"]["files"] == 3
+    assert after["status"]["status"] == "success"
+    assert os.path.exists(world.lus + "/outage-out/rabbit-01-0/outage/f0")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "end of the copy" in r.getMessage()]
+    assert any("not recorded yet" in w and "etcdserver: request timed out" in w for w in warnings)
+    assert any("recorded after" in w for w in warnings)
+    assert os.listdir(world.hostfiles) == []
+
+
+def test_nnf_final_write_404_is_checked_and_a_warning(world, caplog):
+    caplog.set_level(logging.WARNING, logger="copy_offload.server.nnf")
+    src = world.source_tree("nf")
+    kube = world.kube
+
+    async def scenario():
+        driver = await world.driver()
+        name = await driver.submit(world.request(src, world.lus + "/nf-out"))
+        kube.fail(404, count=1, method="PUT", path="/status$", message="the server could not find the requested resource")
+        doc = await wait_done(driver, name)
+        # a resource deleted under a running copy: its end has nowhere to go, and we say so
+        gone = await driver.submit(world.request(src, world.lus + "/nf-gone"))
+        namespace, dm_name = gone.split("--")
+        kube.remove("nnf.cray.hpe.com", "nnfdatamovements", namespace, dm_name)
+        await until(lambda: not driver.active(), 20, "the gone request to end")
+        await driver.close()
+        return name, doc
+
+    name, doc = run(scenario())
+    assert doc["status"] == "success" and world.dm(name)["status"]["state"] == "Finished"
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("answered 404" in m for m in messages)
+    assert any("cannot be recorded: the NnfDataMovement is gone (404)" in m for m in messages)
+
+
+BANNER = """stat: cannot statx '/nonexist': No such file or directory
+--------------------------------------------------------------------------
+Primary job  terminated normally, but 1 process returned
+a non-zero exit code. Per user-direction, the job has been aborted.
+--------------------------------------------------------------------------
+--------------------------------------------------------------------------
+mpirun detected that one or more processes exited with non-zero status, thus causing
+the job to be terminated. The first process to do so was:
+
+  Process name: [[26079,1],0]
+  Exit code:    1
+--------------------------------------------------------------------------
+"""
+
+UNREACHABLE = """--------------------------------------------------------------------------
+ORTE was unable to reliably start one or more daemons.
+This usually is caused by:
+--------------------------------------------------------------------------
+"""
+
+
+def test_nnf_explain_output_keeps_what_explains():
+    assert explain_output(BANNER) == "stat: cannot statx '/nonexist': No such file or directory\n"
+    assert explain_output(UNREACHABLE) == "ORTE was unable to reliably start one or more daemons.\nThis usually is caused by:\n"
+    noisy = "\n".join(["[t] Walking /x %d" % i for i in range(100)] + ["[t] ERROR: Could not read `/x' (errno=2)"])
+    assert explain_output(noisy) == "[t] ERROR: Could not read `/x' (errno=2)"
+    long_error = "ERROR: " + "x" * 1000
+    cut = explain_output(long_error)
+    assert len(cut) == 400 and cut.endswith("...")
+    assert explain_output("") == ""
+
+
+def _slow_copy_env(world, steps: int, pause: float):
+    from nnf_support import server_env
+
+    world.set_profile("default", setprivCommand="")  # the server runs as root here; keep the private paths readable
+    return server_env(world, FAKE_DCP_STEPS=str(steps), FAKE_DCP_SLEEP=str(pause))
+
+
+def test_nnf_restart_adopts_a_surviving_copy(world, server_factory):
+    from nnf_support import restart_scenario
+
+    src = world.source_tree("surv")
+    out = restart_scenario(world, server_factory, _slow_copy_env(world, 16, 0.25), src, world.lus + "/surv-out", "survives")
+    assert out["adopted"] == [out["name"]]  # listed (and /shutdown refused) while it runs on
+    assert out["status"].done and out["status"].status == "success", out["status"]
+    assert out["status"].progress == 100 and out["resource"]["commandStatus"]["files"] == 3
+    assert out["resource"]["state"] == "Finished" and out["resource"]["status"] == "Success"
+    assert out["listed after"] == [] and not out["run dir left"]
+    assert os.path.exists(world.lus + "/surv-out/rabbit-01-0/surv/f2")
+    assert "its copy still runs" in out["second"].log
+
+
+def test_nnf_restart_records_a_copy_that_ended_meanwhile(world, server_factory):
+    from nnf_support import restart_scenario
+
+    src = world.source_tree("meanwhile")
+    out = restart_scenario(world, server_factory, _slow_copy_env(world, 4, 0.25), src, world.lus + "/mw-out", "ended")
+    assert out["adopted"] == [] or out["adopted"] == [out["name"]]
+    assert out["status"].status == "success" and out["resource"]["status"] == "Success", out["resource"]
+    assert out["resource"]["commandStatus"]["progress"] == 100 and not out["run dir left"]
+
+
+def test_nnf_restart_says_the_result_of_a_dead_copy_is_unknown(world, server_factory):
+    from copy_offload.server.nnf.job import UNKNOWN_RESULT
+    from nnf_support import restart_scenario
+
+    src = world.source_tree("dead")
+    out = restart_scenario(world, server_factory, _slow_copy_env(world, 40, 0.25), src, world.lus + "/dead-out", "killed")
+    assert out["status"].status == "failed" and out["resource"]["message"] == UNKNOWN_RESULT
+    assert "unknown" in out["status"].message and not out["run dir left"] and not out["still alive"]
