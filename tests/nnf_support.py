@@ -99,6 +99,14 @@ class NnfWorld:
         )
 
 
+def listing(top: str, dirs: bool = False) -> list:
+    """The files (or the directories) below ``top``, relative to it, sorted."""
+    out = []
+    for base, subdirs, files in os.walk(top):
+        out += [os.path.relpath(os.path.join(base, f), top) for f in (subdirs if dirs else files)]
+    return sorted(out)
+
+
 def run(coro: Any, timeout: float = 30.0) -> Any:
     """``asyncio.run`` with a ceiling, so a hang fails the test instead of freezing it."""
     return asyncio.run(asyncio.wait_for(coro, timeout))

@@ -36,6 +36,9 @@ def missing_environment(environ: Optional[Mapping[str, str]] = None) -> Optional
             "the nnf driver needs these environment variables, which nnf-sos sets in the copy-offload "
             "user container: missing %s" % ", ".join(missing)
         )
+    mode = env.get("NNF_PREPARE_MODE")
+    if mode and mode not in ("auto", "launch", "local", "each"):
+        problems.append("invalid value for NNF_PREPARE_MODE: %r (auto, launch, local or each)" % mode)
     for name, kind in (("NNF_REST_CONFIG_QPS", float), ("NNF_REST_CONFIG_BURST", int)):
         value = env.get(name)
         if value is not None:
@@ -108,6 +111,10 @@ class NnfSettings:
     """First pause between tries of a final status write that failed; doubles each time."""
     end_write_backoff_max: float = 5.0
     """Longest pause between tries of a final status write (it is retried until it lands)."""
+    prepare_mode: str = ""
+    """Destination preparation (``NNF_PREPARE_MODE``): ``auto`` (default: here when this server
+    sees the source as the copy's hosts do, else one launch), ``launch`` (always one launch),
+    ``local`` (always here) or ``each`` (one launch per step, as the reference)."""
     retry_sleep: Optional[Callable[[float], Awaitable[Any]]] = None
     """How those pauses are taken (default ``asyncio.sleep``; tests pass a clock of their own)."""
 
@@ -130,6 +137,8 @@ class NnfSettings:
                 settings.command_timeout = float(raw) if raw and float(raw) > 0 else 300.0
             except ValueError:
                 settings.command_timeout = 300.0
+        if not settings.prepare_mode:
+            settings.prepare_mode = env.get("NNF_PREPARE_MODE", "") or "auto"
         if settings.use_setpriv is None:
             settings.use_setpriv = hasattr(os, "getuid") and os.getuid() == 0
         kube_settings_from_env(env, settings.kube)

@@ -54,6 +54,7 @@ from copy_offload.server.nnf.config import (
 from copy_offload.server.nnf.job import CopyJob, EndRecorder, StatusWriter, now
 from copy_offload.server.nnf.kube import Kube, KubeAlreadyExists, KubeError, KubeNotFound
 from copy_offload.server.nnf.lookup import (
+    DM_NAMESPACE,
     INITIATOR,
     NAME_BASE,
     WF_NAME,
@@ -207,7 +208,8 @@ class NnfDriver(Driver):
         keep_hostfile = False
         try:
             await DestinationPreparer(self.kube, self.kinds, self.processes, data, dm, hostfile, use_setpriv=bool(self.settings.use_setpriv),
-                                      environment=self.settings.environment, timeout=self.settings.command_timeout).run()
+                                      environment=self.settings.environment, timeout=self.settings.command_timeout,
+                                      mode=self.settings.prepare_mode, local_ok=self._sees_like_the_hosts(dm)).run()
             command = build_dm_command(data, hostfile, dm)
             created = await self._create(dm)
             name = "%s--%s" % (created["metadata"]["namespace"], created["metadata"]["name"])
@@ -229,6 +231,12 @@ class NnfDriver(Driver):
                 await loop.run_in_executor(None, _remove_hostfile_dir, hostfile)
         log.info("%s: started %s", name, job.full_command)
         return name
+
+    def _sees_like_the_hosts(self, dm: Dict[str, Any]) -> bool:
+        """Whether this server sees the request's paths as its mpirun hosts do: a node-local copy
+        on this Rabbit, or one on a Lustre file system (mounted alike on every Rabbit)."""
+        namespace = dm["metadata"]["namespace"]
+        return namespace == self.node_name or namespace == DM_NAMESPACE
 
     def _new_job(self, name: str, command: str, data: Dict[str, Any], user_config: Dict[str, Any], writer: StatusWriter,
                  run_dir: str) -> CopyJob:
