@@ -198,6 +198,7 @@ def server_env(world: NnfWorld, **extra: str) -> Dict[str, str]:
         "FAKE_MPIRUN_LOG": world.mpirun_log, "TMPDIR": world.hostfiles,
         "PATH": NNF_BIN + os.pathsep + os.environ.get("PATH", ""), "KUBERNETES_SERVICE_HOST": "",
     }
+    env.update({k: v for k, v in os.environ.items() if k.startswith("OMPI_")})
     env.update(extra)
     return env
 

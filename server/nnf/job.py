@@ -164,6 +164,7 @@ class CopyJob:
         """The final status once the command has ended (written or still being written)."""
         self.on_end: Optional[Callable[[], None]] = None
         self._dirty = False
+        self._summary: Dict[str, Any] = {}  # dcp's end-of-copy statistics, wherever they were printed
         self._progress_start = time.monotonic()
         self.spawn_error: Optional[str] = None
 
@@ -271,6 +272,7 @@ class CopyJob:
         if not self.interval:
             return  # the reference collects nothing when progress is disabled
         cs = self.cmd_status
+        parse_stats(line, self._summary)
         progress = parse_progress(line)
         if progress is not None:
             cs["progress"] = progress
@@ -305,6 +307,8 @@ class CopyJob:
             status["status"] = "Success"
             if self.interval:  # progress is collected: a short copy's dcp prints no (NN%) line at all
                 status["commandStatus"]["progress"] = 100
+                for key, value in self._summary.items():  # nor, then, statistics after one
+                    status["commandStatus"].setdefault(key, value)
             if self.profile_data.get("logStdout") or self.user_config.get("logStdout"):
                 log.info("%s: output: %s", self.name, output)
             if self.profile_data.get("storeStdout") or self.user_config.get("storeStdout"):
