@@ -73,6 +73,27 @@ class NnfWorld:
     def workflow_status(self, **status: Any) -> None:
         self.kube.modify(DWS, "workflows", "default", WORKFLOW, lambda o: o["status"].update(status))
 
+    async def caught_up(self, driver: NnfDriver, timeout: float = 10.0) -> None:
+        """Wait until the driver's watch caches hold exactly what the double holds (as of now).
+
+        The caches follow their watches within milliseconds, as an informer does; a test that
+        changes an object and at once expects a request to see the change waits for this.
+        """
+        def same() -> bool:
+            for caches in driver.reads.caches.values():
+                for cache in caches:
+                    if not cache.synced.is_set():
+                        return False
+                    want = {(o["metadata"].get("namespace", ""), o["metadata"]["name"]): o["metadata"]["resourceVersion"]
+                            for o in self.kube.objects(cache.res.group, cache.res.plural, cache.namespace)
+                            if all((o["metadata"].get("labels") or {}).get(k) == v for k, v in cache.labels.items())}
+                    have = {k: o["metadata"]["resourceVersion"] for k, o in list(cache.objects.items())}
+                    if want != have:
+                        return False
+            return True
+
+        await until(same, timeout, "the watch caches to catch up with the double")
+
     # ----------------------------------------------------------------- requests and drivers
 
     def source_tree(self, name: str = "data", lustre: bool = False, files: int = 3) -> str:

@@ -109,6 +109,7 @@ def test_nnf_workflow_and_mount_errors(world):
         texts = []
 
         async def err(request):
+            await world.caught_up(driver)
             exc = await submit_error(driver, request)
             assert exc.code == 500
             texts.append(exc.message)
@@ -163,6 +164,7 @@ def test_nnf_lustre_profile_and_host_errors(world):
         texts = []
 
         async def err(request):
+            await world.caught_up(driver)
             texts.append((await submit_error(driver, request)).message)
 
         await err(world.request(lsrc, "relative/dir"))
@@ -376,7 +378,8 @@ def test_nnf_many_requests_one_driver(world):
 
 
 def test_nnf_rbac_grants_exactly_the_calls_made(world):
-    """share/rbac/nnf-driver.yaml: every call of a gfs2 and a Lustre copy is allowed, every rule is used."""
+    """share/rbac/nnf-driver.yaml: every call of a gfs2 and a Lustre copy is allowed, every rule is used
+    (with the watch caches, and with the direct reads they fall back to)."""
     import yaml
 
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "share", "rbac", "nnf-driver.yaml")
@@ -393,13 +396,14 @@ def test_nnf_rbac_grants_exactly_the_calls_made(world):
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "nnf-dm-copy-offload", "namespace": "default"}]
     gsrc, lsrc = world.source_tree("g"), world.source_tree("l", lustre=True)
 
-    async def scenario():
-        driver = await world.driver()
+    async def scenario(caches):
+        driver = await world.driver(watch_caches=caches)
         for src in (gsrc, lsrc):
             await wait_done(driver, await driver.submit(world.request(src, world.lus + "/rbac")))
         await driver.close()
 
-    run(scenario())
+    run(scenario(True))  # watch-fed planning reads
+    run(scenario(False))  # and the direct reads they fall back to
     used = set()
     for entry in world.kube.log():
         if entry.verb == "discovery":
@@ -421,6 +425,7 @@ def test_nnf_storage_and_configuration_errors(world):
         texts = []
 
         async def err(request):
+            await world.caught_up(driver)
             texts.append((await submit_error(driver, request)).message)
 
         kube.modify(DWS, "clientmounts", "compute-01", "default-fluxjob-1234-2-computes",

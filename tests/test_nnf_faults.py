@@ -18,7 +18,7 @@ def test_nnf_transient_api_errors_are_retried(world):
     kube = world.kube
 
     async def scenario():
-        driver = await world.driver()
+        driver = await world.driver(watch_caches=False)  # every planning read goes to the API server
         kube.fail(500, count=2, method="GET", path="/workflows/")
         kube.reset(count=1, method="GET", path="/clientmounts")
         kube.delay(3.0, count=1, method="GET", path="/systemconfigurations/", then="drop")  # > 1 s request timeout

@@ -111,6 +111,10 @@ class NnfSettings:
     """First pause between tries of a final status write that failed; doubles each time."""
     end_write_backoff_max: float = 5.0
     """Longest pause between tries of a final status write (it is retried until it lands)."""
+    watch_caches: bool = True
+    """Serve the planning reads from watch-fed caches (``NNF_WATCH_CACHES=0`` turns them off)."""
+    cache_sync_wait: float = 10.0
+    """How long startup waits for the caches' first lists (reads go to the API server until then)."""
     prepare_mode: str = ""
     """Destination preparation (``NNF_PREPARE_MODE``): ``auto`` (default: here when this server
     sees the source as the copy's hosts do, else one launch), ``launch`` (always one launch),
@@ -137,6 +141,8 @@ class NnfSettings:
                 settings.command_timeout = float(raw) if raw and float(raw) > 0 else 300.0
             except ValueError:
                 settings.command_timeout = 300.0
+        if env.get("NNF_WATCH_CACHES", "").strip().lower() in ("0", "false", "no", "off"):
+            settings.watch_caches = False
         if not settings.prepare_mode:
             settings.prepare_mode = env.get("NNF_PREPARE_MODE", "") or "auto"
         if settings.use_setpriv is None:

@@ -31,11 +31,12 @@ import logging
 import os
 import re
 import shutil
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from copy_offload.client import wire
 from copy_offload.client.wire import CopyRequest, RequestState, WireError
 from copy_offload.server.drivers.base import Completions, Driver
+from copy_offload.server.nnf.cache import CachedReads, KindWatch
 from copy_offload.server.nnf.command import (
     build_dm_command,
     hostfile_slots,
@@ -57,6 +58,7 @@ from copy_offload.server.nnf.lookup import (
     DM_NAMESPACE,
     INITIATOR,
     NAME_BASE,
+    PROFILE_NAMESPACE,
     WF_NAME,
     WF_NAMESPACE,
     Kinds,
@@ -93,8 +95,11 @@ class NnfDriver(Driver):
         self.workflow_namespace = workflow_namespace
         self.node_name = node_name
         self.settings = settings or NnfSettings()
-        self.planner = Planner(kube, kinds, workflow_name=workflow_name, workflow_namespace=workflow_namespace,
-                               node_name=node_name, mpi_hostfile=self.settings.mpi_hostfile)
+        self.reads = CachedReads(kube, self._watches(kinds, workflow_name, workflow_namespace) if self.settings.watch_caches else [])
+        planning = dict(kinds=kinds, workflow_name=workflow_name, workflow_namespace=workflow_namespace, node_name=node_name,
+                        mpi_hostfile=self.settings.mpi_hostfile)
+        self.planner = Planner(kube, reads=self.reads, **planning)
+        self.direct_planner = Planner(kube, **planning)  # when a cached answer led to a refusal: ask again
         self._jobs: Dict[str, CopyJob] = {}
         self._tasks: Dict[str, asyncio.Task[Any]] = {}
         self._completions = Completions()
@@ -102,6 +107,21 @@ class NnfDriver(Driver):
         self._started = False
         self.recovered: List[str] = []
         self.processes = Processes(spawn_threads=4, run_threads=16)
+
+    def _watches(self, kinds: Kinds, workflow_name: str, workflow_namespace: str) -> List[KindWatch]:
+        """One watch per kind read to plan a request, scoped as narrowly as its objects allow."""
+        wf_labels = {WF_NAME: workflow_name, WF_NAMESPACE: workflow_namespace}
+        workers = {"training.kubeflow.org/job-name": workflow_name, "training.kubeflow.org/job-role": "worker"}
+        timeout = self.settings.kube.request_timeout
+        return [
+            KindWatch(self.kube, kinds.clientmounts, None, wf_labels, timeout),
+            KindWatch(self.kube, kinds.systemconfigurations, "default", None, timeout),
+            KindWatch(self.kube, kinds.lustrefilesystems, None, None, timeout),
+            KindWatch(self.kube, kinds.nnfdatamovementprofiles, PROFILE_NAMESPACE, None, timeout),
+            KindWatch(self.kube, kinds.pods, workflow_namespace, workers, timeout),
+            KindWatch(self.kube, kinds.nnfnodestorages, None, wf_labels, timeout),
+            KindWatch(self.kube, kinds.nnfstorages, None, wf_labels, timeout),
+        ]
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -186,6 +206,7 @@ class NnfDriver(Driver):
         if tasks:
             await asyncio.wait(tasks, timeout=self.settings.cancel_wait)
         self.processes.close()
+        self.reads.stop()
         await self.kube.close()
 
     # ----------------------------------------------------------------- submit
@@ -193,12 +214,16 @@ class NnfDriver(Driver):
     async def submit(self, request: CopyRequest) -> str:
         request.validate()
         try:
-            dm, profile = await self.planner.build(request)
-            data = profile_data(profile)
-            nodes = await self.planner.storage_nodes(dm)
-            hosts = await self.planner.worker_hosts(nodes, dm)
+            hits = self.reads.hits
+            try:
+                dm, profile, hosts = await self._plan(self.planner, request)
+            except WireError:
+                if self.reads.hits == hits:
+                    raise
+                dm, profile, hosts = await self._plan(self.direct_planner, request)  # a refusal comes from the API server
         except KubeError as exc:
             raise WireError(500, str(exc)) from None
+        data = profile_data(profile)
         slots, max_slots = hostfile_slots(data, dm)
         loop = asyncio.get_running_loop()
         try:
@@ -207,7 +232,7 @@ class NnfDriver(Driver):
             raise WireError(500, "failed to create directory for MPI hostfile: %s" % exc) from None
         keep_hostfile = False
         try:
-            await DestinationPreparer(self.kube, self.kinds, self.processes, data, dm, hostfile, use_setpriv=bool(self.settings.use_setpriv),
+            await DestinationPreparer(self.reads, self.kinds, self.processes, data, dm, hostfile, use_setpriv=bool(self.settings.use_setpriv),
                                       environment=self.settings.environment, timeout=self.settings.command_timeout,
                                       mode=self.settings.prepare_mode, local_ok=self._sees_like_the_hosts(dm)).run()
             command = build_dm_command(data, hostfile, dm)
@@ -231,6 +256,11 @@ class NnfDriver(Driver):
                 await loop.run_in_executor(None, _remove_hostfile_dir, hostfile)
         log.info("%s: started %s", name, job.full_command)
         return name
+
+    async def _plan(self, planner: Planner, request: CopyRequest) -> Tuple[Dict[str, Any], Dict[str, Any], List[str]]:
+        dm, profile = await planner.build(request)
+        nodes = await planner.storage_nodes(dm)
+        return dm, profile, await planner.worker_hosts(nodes, dm)
 
     def _sees_like_the_hosts(self, dm: Dict[str, Any]) -> bool:
         """Whether this server sees the request's paths as its mpirun hosts do: a node-local copy
@@ -471,6 +501,9 @@ async def create_nnf_driver(*, workflow_name: str, workflow_namespace: str, node
                            node_name=node_name, settings=settings)
         await driver.start()
         loop = asyncio.get_running_loop()
+        driver.reads.start()
+        if not await loop.run_in_executor(None, driver.reads.wait_synced, settings.cache_sync_wait):
+            log.warning("the watch caches are not in sync yet; planning reads go to the API server until they are")
         await loop.run_in_executor(None, kube.warm)
         await loop.run_in_executor(None, driver.processes.warm)
     except BaseException:
