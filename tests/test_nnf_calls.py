@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+from copy_offload.server.nnf.driver import WATCHED_KINDS
 from kube_double import DWS
 from nnf_support import run, submit_error, until, wait_done
 
@@ -26,6 +27,7 @@ def test_nnf_steady_state_costs_four_calls(world):
 
     async def scenario():
         driver = await world.driver()
+        assert sum(len(c) for c in driver.reads.caches.values()) == WATCHED_KINDS  # the connection pool has room for them
         await _copy_and_wait(driver, world, gsrc, world.lus + "/warm")
         per = {}
         for label, src in (("gfs2", gsrc), ("lustre", lsrc)):

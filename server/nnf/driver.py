@@ -80,6 +80,7 @@ RESTART_MESSAGE = (
     "copy; whether the copy completed is unknown"
 )
 CREATE_NAME_TRIES = 5
+WATCHED_KINDS = 7  # the planning caches (``NnfDriver._watches``), one long-lived connection each
 
 
 class NnfDriver(Driver):
@@ -483,7 +484,7 @@ async def create_nnf_driver(*, workflow_name: str, workflow_namespace: str, node
     if cfg is None:
         cfg = await asyncio.get_running_loop().run_in_executor(None, load_kube_configuration, kubeconfig)
     cfg.retries = 0  # one retry policy: ours
-    cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, settings.kube.threads)
+    cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, settings.kube.threads + WATCHED_KINDS)  # watches hold one each
     kube = Kube(client.ApiClient(cfg), settings.kube)
     try:
         try:
