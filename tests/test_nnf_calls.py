@@ -24,6 +24,7 @@ def _copy_and_wait(driver, world, src, dest):
 
 def test_nnf_steady_state_costs_four_calls(world):
     gsrc, lsrc = world.source_tree("g"), world.source_tree("l", lustre=True)
+    world.set_profile("default", progressIntervalSeconds=60)  # no progress write, however slow this machine is today
 
     async def scenario():
         driver = await world.driver()
