@@ -131,3 +131,36 @@ def test_nnf_restart_says_the_result_of_a_dead_copy_is_unknown(world, server_fac
     out = restart_scenario(world, server_factory, _slow_copy_env(world, 40, 0.25), src, world.lus + "/dead-out", "killed")
     assert out["status"].status == "failed" and out["resource"]["message"] == UNKNOWN_RESULT
     assert "unknown" in out["status"].message and not out["run dir left"] and not out["still alive"]
+
+
+def test_nnf_server_refuses_shutdown_until_the_end_is_recorded(world, server_factory):
+    """Over HTTP, with the server's real backoff: a status-write outage across the end of a copy."""
+    import time
+
+    import copy_offload.client as co
+    import pytest
+
+    src = world.source_tree("http-outage")
+    server = server_factory("nnf", env=_slow_copy_env(world, 3, 0.3))
+    kube = world.kube
+    with co.Client(**server.client_kwargs()) as client:
+        name = client.copy(src, world.lus + "/http-outage-out", compute_name="compute-01")
+        kube.fail(503, count=10**6, method="PUT", path="/status$", message="etcdserver: leader changed")
+        during = client.status(name, 30)  # the copy ends; its end cannot be written
+        listed = client.list()
+        with pytest.raises(co.CopyOffloadError) as refused:
+            client.shutdown()
+        resource = world.dm(name)["status"]
+        kube.clear_faults()
+        recovered = time.monotonic()
+        while world.dm(name)["status"].get("state") != "Finished":
+            assert time.monotonic() - recovered < 30, "the end was not recorded within 30 s of the recovery"
+            time.sleep(0.1)
+        took = time.monotonic() - recovered
+        after = client.status(name, 0)
+        assert client.list() == []
+    assert during.done and during.status == "success" and during.progress == 100
+    assert resource["state"] == "Running" and "endTime" not in resource
+    assert listed == [name] and "unable to shutdown server: requests in progress" in str(refused.value)
+    assert after.status == "success" and world.dm(name)["status"]["status"] == "Success" and took < 30
+    assert "is not recorded yet" in server.log and "etcdserver: leader changed" in server.log
