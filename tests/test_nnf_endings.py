@@ -164,3 +164,31 @@ def test_nnf_server_refuses_shutdown_until_the_end_is_recorded(world, server_fac
     assert listed == [name] and "unable to shutdown server: requests in progress" in str(refused.value)
     assert after.status == "success" and world.dm(name)["status"]["status"] == "Success" and took < 30
     assert "is not recorded yet" in server.log and "etcdserver: leader changed" in server.log
+
+
+def test_nnf_status_of_a_running_copy_survives_an_unavailable_api(world, monkeypatch, caplog):
+    monkeypatch.setenv("FAKE_DCP_STEPS", "10")
+    monkeypatch.setenv("FAKE_DCP_SLEEP", "0.2")
+    caplog.set_level(logging.WARNING, logger="copy_offload.server.nnf")
+    src = world.source_tree("reads")
+    kube = world.kube
+
+    async def scenario():
+        driver = await world.driver()
+        name = await driver.submit(world.request(src, world.lus + "/reads-out"))
+        kube.fail(503, count=10**6, method="GET", path="/nnfdatamovements/")
+        during = await driver.status(name, 0)
+        kube.clear_faults()
+        done = await wait_done(driver, name)
+        try:
+            await driver.status("rabbit-01--nnf-copy-offload-node-zzzzz", 0)  # an unknown name is still a 404
+        except Exception as exc:  # noqa: BLE001 - the WireError is what we look at
+            unknown = exc
+        await driver.close()
+        return during, done, unknown
+
+    during, done, unknown = run(scenario())
+    assert during["state"] == "running" and during["commandStatus"]["command"].startswith("/bin/bash -c ")
+    assert done["status"] == "success"
+    assert getattr(unknown, "code", None) == 404
+    assert any("status answered from memory" in r.getMessage() for r in caplog.records)

@@ -53,7 +53,13 @@ from copy_offload.server.nnf.config import (
     missing_environment,
 )
 from copy_offload.server.nnf.job import CopyJob, EndRecorder, StatusWriter, now
-from copy_offload.server.nnf.kube import Kube, KubeAlreadyExists, KubeError, KubeNotFound
+from copy_offload.server.nnf.kube import (
+    Kube,
+    KubeAlreadyExists,
+    KubeError,
+    KubeNotFound,
+    KubeUnavailable,
+)
 from copy_offload.server.nnf.lookup import (
     DM_NAMESPACE,
     INITIATOR,
@@ -372,6 +378,14 @@ class NnfDriver(Driver):
             self._completions.forget(name)
             self._completed.pop(name, None)
             raise WireError(404, not_found) from None
+        except KubeUnavailable as exc:
+            job = self._jobs.get(name)
+            if job is None:
+                raise WireError(500, str(exc)) from None
+            log.warning("%s: status answered from memory: the API server is unavailable (%s)", name, exc)
+            dm = copy.deepcopy(job.writer.obj)  # what we last wrote, with the progress we have seen since
+            dm.setdefault("status", {})["commandStatus"] = copy.deepcopy(job.cmd_status)
+            return dm
         except KubeError as exc:
             raise WireError(500, str(exc)) from None
 
