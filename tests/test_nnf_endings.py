@@ -5,14 +5,21 @@ from __future__ import annotations
 import logging
 import os
 
+import pytest
 from copy_offload.server.nnf.progress import explain_output
 from nnf_support import outage_scenario, run, until, wait_done
 
 
-def test_nnf_status_outage_then_the_end_is_recorded(world, monkeypatch, caplog):
+@pytest.fixture
+def warnings(caplog):
+    """The driver's WARNING messages, as a function returning those logged so far."""
+    caplog.set_level(logging.WARNING, logger="copy_offload.server.nnf")
+    return lambda: [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_nnf_status_outage_then_the_end_is_recorded(world, monkeypatch, warnings):
     monkeypatch.setenv("FAKE_DCP_STEPS", "4")
     monkeypatch.setenv("FAKE_DCP_SLEEP", "0.2")
-    caplog.set_level(logging.WARNING, logger="copy_offload.server.nnf")
     src = world.source_tree("outage")
     out = run(outage_scenario(world, src, world.lus + "/outage-out"), timeout=120)
     during, after = out["during"], out["after"]
@@ -29,14 +36,13 @@ def test_nnf_status_outage_then_the_end_is_recorded(world, monkeypatch, caplog):
     assert res["commandStatus"]["progress"] == 100 and res["commandStatus"]["files"] == 3
     assert after["status"]["status"] == "success"
     assert os.path.exists(world.lus + "/outage-out/rabbit-01-0/outage/f0")
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "end of the copy" in r.getMessage()]
-    assert any("not recorded yet" in w and "etcdserver: request timed out" in w for w in warnings)
-    assert any("recorded after" in w for w in warnings)
+    ends = [w for w in warnings() if "end of the copy" in w]
+    assert any("not recorded yet" in w and "etcdserver: request timed out" in w for w in ends)
+    assert any("recorded after" in w for w in ends)
     assert os.listdir(world.hostfiles) == []
 
 
-def test_nnf_final_write_404_is_checked_and_a_warning(world, caplog):
-    caplog.set_level(logging.WARNING, logger="copy_offload.server.nnf")
+def test_nnf_final_write_404_is_checked_and_a_warning(world, warnings):
     src = world.source_tree("nf")
     kube = world.kube
 
@@ -55,7 +61,7 @@ def test_nnf_final_write_404_is_checked_and_a_warning(world, caplog):
 
     name, doc = run(scenario())
     assert doc["status"] == "success" and world.dm(name)["status"]["state"] == "Finished"
-    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    messages = warnings()
     assert any("answered 404" in m for m in messages)
     assert any("cannot be recorded: the NnfDataMovement is gone (404)" in m for m in messages)
 
@@ -166,16 +172,14 @@ def test_nnf_server_refuses_shutdown_until_the_end_is_recorded(world, server_fac
     assert "is not recorded yet" in server.log and "etcdserver: leader changed" in server.log
 
 
-def test_nnf_status_of_a_running_copy_survives_an_unavailable_api(world, monkeypatch, caplog):
+def test_nnf_status_of_a_running_copy_survives_an_unavailable_api(world, monkeypatch, warnings):
     monkeypatch.setenv("FAKE_DCP_STEPS", "10")
     monkeypatch.setenv("FAKE_DCP_SLEEP", "0.2")
-    caplog.set_level(logging.WARNING, logger="copy_offload.server.nnf")
-    src = world.source_tree("reads")
-    kube = world.kube
 
     async def scenario():
         driver = await world.driver()
-        name = await driver.submit(world.request(src, world.lus + "/reads-out"))
+        name = await driver.submit(world.request(world.source_tree("reads"), world.lus + "/reads-out"))
+        kube = world.kube
         kube.fail(503, count=10**6, method="GET", path="/nnfdatamovements/")
         during = await driver.status(name, 0)
         kube.clear_faults()
@@ -191,4 +195,4 @@ def test_nnf_status_of_a_running_copy_survives_an_unavailable_api(world, monkeyp
     assert during["state"] == "running" and during["commandStatus"]["command"].startswith("/bin/bash -c ")
     assert done["status"] == "success"
     assert getattr(unknown, "code", None) == 404
-    assert any("status answered from memory" in r.getMessage() for r in caplog.records)
+    assert any("status answered from memory" in w for w in warnings())
