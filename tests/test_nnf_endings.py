@@ -144,7 +144,6 @@ def test_nnf_server_refuses_shutdown_until_the_end_is_recorded(world, server_fac
     import time
 
     import copy_offload.client as co
-    import pytest
 
     src = world.source_tree("http-outage")
     server = server_factory("nnf", env=_slow_copy_env(world, 3, 0.3))
