@@ -1,6 +1,6 @@
 """Shared pieces of the nnf driver tests: the seeded double, real directories, fake mpirun/dcp.
 
-``NnfWorld`` is one scenario (nnf-resources.md) in a ``KubeDouble``, with the Rabbit-side
+``NnfWorld`` is one scenario (``tests/kube_seed/nnf-scenario.yaml``) in a ``KubeDouble``, with the Rabbit-side
 paths under a temporary root so copies really happen, ``tests/nnf_bin`` (fake ``mpirun`` and
 ``dcp``) first on ``PATH``, and helpers to make drivers and requests. Tests drive the driver
 in-process with ``asyncio.run``.

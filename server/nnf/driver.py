@@ -1,6 +1,6 @@
 """The ``nnf`` driver: copy-offload requests as NnfDataMovement resources on a Rabbit node.
 
-The reference's real mode (spec §3, nnf-dm ``daemons/copy-offload/pkg/driver``) on asyncio:
+The reference's real mode (nnf-dm ``daemons/copy-offload/pkg/driver``) on asyncio:
 ``submit`` plans the request from the Workflow, ClientMounts, SystemConfiguration,
 LustreFileSystems and profiles, writes the hostfile, prepares the destination, creates the
 NnfDataMovement, records its start and starts the command, and answers only then. ``status``

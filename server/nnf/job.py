@@ -2,7 +2,7 @@
 
 The command runs as ``/bin/bash -c <command>`` in a new session (process group), so a cancel
 kills mpirun and everything it started, not just the shell. Output is read as it comes and
-parsed line by line (spec §3.9); the status is written at most once per
+parsed line by line as nnf-dm does; the status is written at most once per
 ``progressIntervalSeconds`` and only when something changed, then once at the end (§3.10).
 Status writes go straight to ``/status`` with the last resourceVersion we saw; a 409 Conflict
 (someone else wrote, e.g. nnf-dm's controller adding its finalizer) refetches and reapplies our

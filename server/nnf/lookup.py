@@ -1,4 +1,4 @@
-"""The submit path of spec §3.1-3.6: from a copy request to an NnfDataMovement and its hosts.
+"""The submit path of the reference server: from a copy request to an NnfDataMovement and its hosts.
 
 Each step reads Kubernetes through ``Kube`` and fails with the reference's error text as
 ``WireError(500, text)`` (the HTTP body a client sees). The order of the checks is the

@@ -1,4 +1,4 @@
-"""Destination preparation (spec §3.7): stat and mkdir through the profile's commands.
+"""Destination preparation (nnf-dm's ``PrepareDestination``): stat and mkdir through the profile's commands.
 
 With ``createDestDir``, nnf-dm stats the source and destination with the profile's
 ``statCommand`` (run by mpirun on the copy's hosts, as the user), works out the directory to
