@@ -99,3 +99,25 @@ def test_nnf_cached_reads_keep_the_reference_semantics(world):
     assert out["unknown compute"] == "no client mounts found for node 'compute-77'"
     assert ("list", "clientmounts", "") in out["asked"]
     assert out["after relist"] == 4
+
+
+def test_nnf_a_kind_it_may_not_watch_is_read_directly(world):
+    """An older ClusterRole without list/watch on a kind: that cache gives up, reads go direct."""
+    src = world.source_tree("rbac")
+    world.kube.fail(403, count=10**6, method="GET", path="/systemconfigurations$",
+                    message='systemconfigurations.dataworkflowservices.github.io is forbidden: cannot list resource')
+
+    async def scenario():
+        driver = await world.driver()
+        cache = driver.reads.caches[driver.kinds.systemconfigurations][0]
+        world.kube.clear_log()
+        name = await driver.submit(world.request(src, world.lus + "/rbac-out"))
+        doc = await wait_done(driver, name)
+        calls = _calls(world.kube)
+        await driver.close()
+        return cache.given_up, doc, calls
+
+    given_up, doc, calls = run(scenario())
+    assert given_up is not None and given_up.startswith("403")
+    assert doc["status"] == "success"
+    assert ("get", "systemconfigurations", "") in calls and ("get", "workflows", "") in calls

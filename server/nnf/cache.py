@@ -70,6 +70,8 @@ class KindWatch:
         self.objects: Dict[Tuple[str, str], Dict[str, Any]] = {}
         self.synced = threading.Event()
         self.relists = 0
+        self.given_up: Optional[str] = None
+        """Why this cache stopped for good (the API server refuses its list or watch: RBAC)."""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._response: Any = None
@@ -174,6 +176,10 @@ class KindWatch:
                 self.synced.clear()
                 if self._stop.is_set():
                     break
+                if getattr(exc, "status", None) in (401, 403, 404, 405):  # refused for good: no watching this kind
+                    self.given_up = "%s %s" % (getattr(exc, "status", ""), getattr(exc, "reason", "") or "")
+                    log.warning("cannot list and watch %s (%s); its planning reads go to the API server", self, self.given_up.strip())
+                    break
                 log.debug("watch of %s interrupted (%s); relisting in %.1fs", self, exc, pause)
                 self._stop.wait(pause)
                 pause = min(pause * 2, 5.0)
@@ -200,8 +206,11 @@ class CachedReads:
         deadline = time.monotonic() + timeout
         for caches in self.caches.values():
             for cache in caches:
-                if not cache.synced.wait(max(0.0, deadline - time.monotonic())):
-                    return False
+                while not cache.synced.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+                    if cache.given_up is not None:
+                        break
+                    if time.monotonic() >= deadline:
+                        return False
         return True
 
     def stop(self) -> None:
