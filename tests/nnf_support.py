@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
+import re
+import shutil
 import time
 from typing import Any, Dict, Optional, Tuple
 
@@ -281,3 +283,60 @@ def restart_scenario(world: NnfWorld, start_server: Any, env: Dict[str, str], sr
     return {"name": name, "status": status, "adopted": adopted, "listed after": left, "run dir left": os.path.exists(run_dir),
             "result file": os.path.join(run_dir, RESULT), "resource": world.dm(name)["status"], "second": second,
             "still alive": alive(pid, start_time)}
+
+
+def prepare_cases(world: NnfWorld) -> list:
+    """(label, source, destination) of the destination-preparation cases (tests/test_nnf_prepare.py)."""
+    gsrc = world.source_tree("tree")
+    world.source_tree("idx", files=1)
+    lsrc = world.source_tree("ltree", lustre=True)
+    out = world.lus + "/prep"
+    os.makedirs(out + "/existing", exist_ok=True)
+    with open(out + "/afile", "w") as fh:
+        fh.write("x")
+    return [
+        ("dir to new dir", gsrc, out + "/new"),
+        ("file to new file", gsrc + "/f0", out + "/deep/new-file"),
+        ("file to dir/", gsrc + "/f0", out + "/existing/"),
+        ("file to existing dir", gsrc + "/f0", out + "/existing"),
+        ("missing source", gsrc + "-missing", out + "/never"),
+        ("below a file", gsrc, out + "/afile/sub"),
+        ("source is the index mount", COMPUTE_GFS2, out + "/whole"),
+        ("lustre dir", lsrc, out + "/lnew"),
+        ("lustre file", lsrc + "/f0", out + "/lfile"),
+        ("lustre missing", COMPUTE_LUSTRE + "/nope", out + "/lnever"),
+    ]
+
+
+def mpirun_launches(world: NnfWorld) -> int:
+    """Launches the fake mpirun has logged so far (0 with the real one)."""
+    if not os.path.exists(world.mpirun_log):
+        return 0
+    with open(world.mpirun_log) as fh:
+        return fh.read().count("RUN: ")
+
+
+def prepare_outcomes(world: NnfWorld, mode: str) -> Tuple[Dict[str, Any], list]:
+    """Each case's outcome (error text, or destination path) and launches in ``mode``, and the directories made."""
+    cases = prepare_cases(world)
+
+    async def scenario():
+        driver = await world.driver(prepare_mode=mode)
+        results = {}
+        for label, src, dest in cases:
+            before = mpirun_launches(world)
+            try:
+                name = await driver.submit(world.request(src, dest, dryrun=True))
+            except WireError as exc:
+                outcome = ("error", exc.code, re.sub(r"/dm-[^/ ]+", "/dm-X", exc.message))  # each request's own run dir
+            else:
+                await wait_done(driver, name)
+                outcome = ("ok", world.dm(name)["spec"]["destination"]["path"])
+            results[label] = (outcome, mpirun_launches(world) - before)
+        await driver.close()
+        return results
+
+    results = run(scenario(), timeout=120)
+    made = listing(world.lus + "/prep", dirs=True)
+    shutil.rmtree(world.lus + "/prep")
+    return results, made

@@ -23,6 +23,7 @@ from nnf_support import (
     COMPUTE_GFS2,
     NnfWorld,
     outage_scenario,
+    prepare_outcomes,
     restart_scenario,
     run,
     server_env,
@@ -56,6 +57,10 @@ def real(tmp_path, monkeypatch):
         world = NnfWorld(double, str(tmp_path))
         # the server runs as root here: an empty $SETPRIV keeps the test's private paths readable
         world.set_profile("default", setprivCommand="", progressIntervalSeconds=1)
+        # one Rabbit for Lustre copies: two orted daemons posing as two hosts on one machine
+        # sometimes fail to call back to mpirun under load, which would test the machine, not us
+        with open(world.mpi_hostfile, "w") as fh:
+            fh.write("fluxjob-1234-worker-0.fluxjob-1234.default.svc slots=4\n")
         world.env = env
         yield world
 
@@ -205,3 +210,14 @@ def test_dcp_restart(real, server_factory, fate):
         assert out["status"].status == "failed" and "unknown" in out["resource"]["message"]
         assert _dcp_ranks("restart-killed.bin") == []
     assert not out["run dir left"] and out["listed after"] == []
+
+
+@pytest.mark.parametrize("mode", ["launch", "local"])
+def test_dcp_prepare_in_one_launch_or_none_matches_the_reference_steps(real, mode):
+    """With real mpirun and stat: the same decisions and error texts as a launch per step."""
+    reference, reference_made = prepare_outcomes(real, "each")
+    results, made = prepare_outcomes(real, mode)
+    assert {k: v[0] for k, v in results.items()} == {k: v[0] for k, v in reference.items()}
+    assert made == reference_made
+    missing = reference["missing source"][0]
+    assert missing[0] == "error" and "No such file or directory" in missing[2] and "Primary job" not in missing[2]
