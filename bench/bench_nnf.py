@@ -188,8 +188,11 @@ async def bench(world: NnfWorld, requests: int) -> dict:
 AGENT = "#!/bin/sh\nshift\nexec /bin/sh -c \"$*\"\n"  # every "remote" host is this machine
 
 
-def submit_timing(count: int) -> dict:
-    """Median POST /trial -> reply with createDestDir, per way of preparing the destination."""
+def submit_timing(count: int, copies: bool = False) -> dict:
+    """Median POST /trial -> reply with createDestDir, per way of preparing the destination.
+
+    ``copies``: real copies (the profile's mpirun ... dcp, which must be on PATH) instead of dry runs.
+    """
     import copy_offload.client as co
     from nnf_support import server_env
     from support import Material, ServerProcess, server_args
@@ -220,11 +223,13 @@ def submit_timing(count: int) -> dict:
                 with co.Client(**server.client_kwargs()) as client:
                     for i in range(count + 1):
                         began = time.monotonic()
-                        name = client.copy(src, "%s/%s-%d/out" % (world.lus, mode, i), compute_name="compute-01", dryrun=True)
+                        name = client.copy(src, "%s/%s-%d/out" % (world.lus, mode, i), compute_name="compute-01", dryrun=not copies)
                         took = time.monotonic() - began
                         if i:  # the first one warms the server's connections up
                             times.append(took)
-                        client.status(name, 30)
+                        final = client.status(name, 60)
+                        if final.status != "success":
+                            raise SystemExit("%s: %s %s" % (name, final.status, final.message))
             finally:
                 server.stop()
             times.sort()
@@ -296,11 +301,13 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=0.3, help="seconds between them")
     parser.add_argument("--double", choices=("subprocess", "in-process"), default="subprocess")
     parser.add_argument("--submit-timing", type=int, metavar="N", help="time N POST /trial per way of preparing the destination")
+    parser.add_argument("--copies", action="store_true", help="with --submit-timing: real copies (dcp on PATH), not dry runs")
     parser.add_argument("--burst", type=int, metavar="N", help="N requests at once from N compute nodes: calls and submit times")
     args = parser.parse_args()
     if args.submit_timing:
-        result = submit_timing(args.submit_timing)
-        print("POST /trial -> reply with createDestDir (dry runs), %d cores, mpirun: %s" % (os.cpu_count() or 0, result.pop("mpirun")))
+        result = submit_timing(args.submit_timing, args.copies)
+        print("POST /trial -> reply with createDestDir (%s), %d cores, mpirun: %s"
+              % ("copies" if args.copies else "dry runs", os.cpu_count() or 0, result.pop("mpirun")))
         for mode, numbers in result.items():
             print("  %-7s %s" % (mode, ", ".join("%s %s" % kv for kv in numbers.items())))
         return
