@@ -500,6 +500,7 @@ async def create_nnf_driver(*, workflow_name: str, workflow_namespace: str, node
     cfg.retries = 0  # one retry policy: ours
     cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, settings.kube.threads + WATCHED_KINDS)  # watches hold one each
     kube = Kube(client.ApiClient(cfg), settings.kube)
+    driver: Optional[NnfDriver] = None
     try:
         try:
             nnf = await _pick_version(kube, "nnf.cray.hpe.com", nnf_api_version, NNF_VERSIONS, "NNF")
@@ -522,6 +523,8 @@ async def create_nnf_driver(*, workflow_name: str, workflow_namespace: str, node
         await loop.run_in_executor(None, kube.warm)
         await loop.run_in_executor(None, driver.processes.warm)
     except BaseException:
+        if driver is not None:
+            driver.reads.stop()
         await kube.close()
         raise
     log.info("nnf driver: workflow %s/%s, node %s, NNF %s, DWS %s, Lustre %s, Kubernetes %s", workflow_namespace,
