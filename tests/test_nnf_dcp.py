@@ -63,6 +63,7 @@ def real(tmp_path, monkeypatch):
             fh.write("fluxjob-1234-worker-0.fluxjob-1234.default.svc slots=4\n")
         world.env = env
         yield world
+    shutil.rmtree(world.root, ignore_errors=True)  # gigabytes of copies: not for pytest's kept temp dirs
 
 
 def _digest(path):
