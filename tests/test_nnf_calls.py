@@ -121,3 +121,20 @@ def test_nnf_a_kind_it_may_not_watch_is_read_directly(world):
     assert given_up is not None and given_up.startswith("403")
     assert doc["status"] == "success"
     assert ("get", "systemconfigurations", "") in calls and ("get", "workflows", "") in calls
+
+
+def test_nnf_an_api_server_that_does_not_stream_watches(world):
+    """Answers to ?watch=1 that are not watch events: that cache gives up after three tries."""
+    world.kube.fail(200, count=10**6, method="GET", path="/lustrefilesystems$", message="not a watch stream")
+    src = world.source_tree("nw")
+
+    async def scenario():
+        driver = await world.driver(cache_sync_wait=0.5)
+        cache = driver.reads.caches[driver.kinds.lustrefilesystems][0]
+        await until(lambda: cache.given_up is not None, 30, "the cache to give up")
+        doc = await wait_done(driver, await driver.submit(world.request(src, world.lus + "/nw-out")))
+        await driver.close()
+        return cache.given_up, doc
+
+    given_up, doc = run(scenario(), timeout=60)
+    assert "not a stream of watch events" in given_up and doc["status"] == "success"

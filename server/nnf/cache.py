@@ -57,6 +57,10 @@ def _matches(obj: Dict[str, Any], labels: Dict[str, str], fields: Dict[str, str]
     return all(str(_dig(obj, path) or "") == value for path, value in fields.items())
 
 
+class _NotAWatch(Exception):
+    """The API server answered a watch request with something other than watch events."""
+
+
 class KindWatch:
     """One kind's objects, optionally in one namespace and label-selected, kept current by a watch."""
 
@@ -138,6 +142,8 @@ class KindWatch:
 
     def _apply(self, event: Dict[str, Any]) -> Optional[str]:
         """Apply one watch event; returns its resourceVersion, None when the watch must relist."""
+        if not isinstance(event, dict) or "type" not in event:
+            raise _NotAWatch("the answer to a watch request is not a stream of watch events")
         kind, obj = event.get("type"), event.get("object") or {}
         if kind not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
             return None  # ERROR (410 Expired and the like): start again from a list
@@ -152,9 +158,8 @@ class KindWatch:
         return str(meta.get("resourceVersion") or "")
 
     def _run(self) -> None:
-        from kubernetes.watch.watch import iter_resp_lines
-
         pause = 0.2
+        not_watches = 0
         while not self._stop.is_set():
             try:
                 version = self._relist()
@@ -164,26 +169,44 @@ class KindWatch:
                     self._response = self._call(watch=True, resource_version=version, timeout_seconds=WATCH_SECONDS,
                                                 allow_watch_bookmarks=True,
                                                 _request_timeout=(self.request_timeout, WATCH_SECONDS + self.request_timeout))
-                    for line in iter_resp_lines(self._response):
-                        if not line:
-                            continue
+                    began, events = time.monotonic(), 0
+                    for line in _lines(self._response):
                         applied = self._apply(json.loads(line))
                         if applied is None:
                             raise LookupError("the watch asked for a relist")
                         version = applied or version
+                        events += 1
+                        not_watches = 0
                     self._response.release_conn()
+                    if not events and time.monotonic() - began < 1.0:  # never spin on a watch that ends at once
+                        raise LookupError("the watch ended at once, without events")
             except Exception as exc:  # noqa: BLE001 - any failure: reads go to the API server until we relist
                 self.synced.clear()
                 if self._stop.is_set():
                     break
-                if getattr(exc, "status", None) in (401, 403, 404, 405):  # refused for good: no watching this kind
-                    self.given_up = "%s %s" % (getattr(exc, "status", ""), getattr(exc, "reason", "") or "")
+                not_watches = not_watches + 1 if isinstance(exc, (_NotAWatch, ValueError)) else 0
+                refused = getattr(exc, "status", None) in (401, 403, 404, 405)
+                if refused or not_watches >= 3:  # for good: no watching this kind
+                    self.given_up = ("%s %s" % (getattr(exc, "status", ""), getattr(exc, "reason", "") or "")) if refused else str(exc)
                     log.warning("cannot list and watch %s (%s); its planning reads go to the API server", self, self.given_up.strip())
                     break
                 log.debug("watch of %s interrupted (%s); relisting in %.1fs", self, exc, pause)
                 self._stop.wait(pause)
                 pause = min(pause * 2, 5.0)
         self.synced.clear()
+
+
+def _lines(response: Any) -> Any:
+    """The non-empty lines of a streamed answer, the last one even without its newline."""
+    buffer = b""
+    for chunk in response.stream(amt=None, decode_content=True):
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield line.decode("utf-8", "replace")
+    if buffer.strip():
+        yield buffer.decode("utf-8", "replace")
 
 
 class CachedReads:
