@@ -89,6 +89,8 @@ This usually is caused by:
 
 def test_nnf_explain_output_keeps_what_explains():
     assert explain_output(BANNER) == "stat: cannot statx '/nonexist': No such file or directory\n"
+    noise = "[vm:13569] plm:rsh: Warning: setpgid(13574,13574) failed in parent with errno=Permission denied(13)\n"
+    assert explain_output(noise + BANNER) == explain_output(BANNER)  # mpirun's launcher talking about itself
     assert explain_output(UNREACHABLE) == "ORTE was unable to reliably start one or more daemons.\nThis usually is caused by:\n"
     noisy = "\n".join(["[t] Walking /x %d" % i for i in range(100)] + ["[t] ERROR: Could not read `/x' (errno=2)"])
     assert explain_output(noisy) == "[t] ERROR: Could not read `/x' (errno=2)"

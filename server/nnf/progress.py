@@ -153,6 +153,7 @@ EXPLAIN_LIMIT = 400
 _BANNER_EDGE = re.compile(r"^-{20,}\s*$")
 _ABORT_NOTICES = ("Primary job  terminated normally", "mpirun detected that one or more processes exited",
                   "prterun detected that one or more processes exited", "mpirun noticed that process rank")
+_MPI_WARNING = re.compile(r"^\[[^\]\s]+:\d+\] \w+:\w+: Warning: ")  # e.g. "[host:123] plm:rsh: Warning: setpgid(...) failed"
 _TELLING = re.compile(r"error|cannot|can't|denied|no such|fail|invalid|unable|not found|refused|abort", re.IGNORECASE)
 
 
@@ -162,7 +163,8 @@ def explain_output(text: str, limit: int = EXPLAIN_LIMIT) -> str:
     Open MPI frames its notices in dashed lines; the abort notices ("Primary job terminated
     normally, but 1 process returned a non-zero exit code...") only restate that something
     failed and are dropped; other notices (mpirun could not start, a host is unreachable) are
-    the explanation and are kept, unframed. When the rest is still too long, the lines that
+    the explanation and are kept, unframed; its launcher's own warnings (``[host:pid]
+    plm:rsh: Warning: ...``) are dropped too. When the rest is still too long, the lines that
     name an error win, then the text is cut with ``...``.
     """
     kept: List[str] = []
@@ -178,7 +180,7 @@ def explain_output(text: str, limit: int = EXPLAIN_LIMIT) -> str:
             continue
         if block is not None:
             block.append(line)
-        elif line.strip():
+        elif line.strip() and not _MPI_WARNING.match(line):
             kept.append(line)
     if block:  # an unterminated notice
         kept.extend(b for b in block if b.strip())
