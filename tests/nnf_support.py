@@ -237,12 +237,14 @@ def run_record(world: NnfWorld, name: str) -> Tuple[str, Dict[str, Any]]:
     raise AssertionError("no run record for %s in %s" % (name, os.listdir(world.hostfiles)))
 
 
-def restart_scenario(world: NnfWorld, start_server: Any, env: Dict[str, str], src: str, dest: str, fate: str) -> Dict[str, Any]:
+def restart_scenario(world: NnfWorld, start_server: Any, env: Dict[str, str], src: str, dest: str, fate: str,
+                     gate: Optional[str] = None) -> Dict[str, Any]:
     """``kill -9`` the server during a copy, then start another one.
 
     ``fate``: ``survives`` (the copy runs on across the restart), ``ended`` (it ends while no
     server runs) or ``killed`` (it dies with the server). Returns the final status and what
-    was left behind.
+    was left behind. ``gate``: a file the copy waits for (the fake dcp's ``FAKE_DCP_GATE``),
+    made once the new server lists the request (or, for ``ended``, right after the kill).
     """
     import signal as _signal
 
@@ -268,13 +270,18 @@ def restart_scenario(world: NnfWorld, start_server: Any, env: Dict[str, str], sr
     assert alive(pid, start_time), "the copy died with the server"
     if fate == "killed":
         os.killpg(pid, _signal.SIGKILL)
+    if gate and fate == "ended":
+        open(gate, "w").close()
     deadline = time.monotonic() + 60
     while fate != "survives" and alive(pid, start_time):
         assert time.monotonic() < deadline, "the copy did not end"
         time.sleep(0.05)
     second = start_server("nnf", env=env)
+    alive_after_start = alive(pid, start_time)  # then the new server found it running at its start
     with co.Client(**second.client_kwargs()) as client:
         adopted = client.list()
+        if gate:
+            open(gate, "w").close()
         status = client.status(name, 60)
         left = client.list()
     deadline = time.monotonic() + 10
@@ -282,7 +289,7 @@ def restart_scenario(world: NnfWorld, start_server: Any, env: Dict[str, str], sr
         time.sleep(0.05)
     return {"name": name, "status": status, "adopted": adopted, "listed after": left, "run dir left": os.path.exists(run_dir),
             "result file": os.path.join(run_dir, RESULT), "resource": world.dm(name)["status"], "second": second,
-            "still alive": alive(pid, start_time)}
+            "still alive": alive(pid, start_time), "alive after restart": alive_after_start}
 
 
 def prepare_cases(world: NnfWorld) -> list:

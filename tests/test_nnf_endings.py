@@ -100,18 +100,20 @@ def test_nnf_explain_output_keeps_what_explains():
     assert explain_output("") == ""
 
 
-def _slow_copy_env(world, steps: int, pause: float):
+def _slow_copy_env(world, steps: int, pause: float, **extra: str):
     from nnf_support import server_env
 
     world.set_profile("default", setprivCommand="")  # the server runs as root here; keep the private paths readable
-    return server_env(world, FAKE_DCP_STEPS=str(steps), FAKE_DCP_SLEEP=str(pause))
+    return server_env(world, FAKE_DCP_STEPS=str(steps), FAKE_DCP_SLEEP=str(pause), **extra)
 
 
 def test_nnf_restart_adopts_a_surviving_copy(world, server_factory):
     from nnf_support import restart_scenario
 
     src = world.source_tree("surv")
-    out = restart_scenario(world, server_factory, _slow_copy_env(world, 16, 0.25), src, world.lus + "/surv-out", "survives")
+    gate = os.path.join(world.tmp, "surv-gate")  # the copy ends only once the new server has listed it
+    out = restart_scenario(world, server_factory, _slow_copy_env(world, 4, 0.1, FAKE_DCP_GATE=gate), src,
+                           world.lus + "/surv-out", "survives", gate=gate)
     assert out["adopted"] == [out["name"]]  # listed (and /shutdown refused) while it runs on
     assert out["status"].done and out["status"].status == "success", out["status"]
     assert out["status"].progress == 100 and out["resource"]["commandStatus"]["files"] == 3
@@ -125,8 +127,10 @@ def test_nnf_restart_records_a_copy_that_ended_meanwhile(world, server_factory):
     from nnf_support import restart_scenario
 
     src = world.source_tree("meanwhile")
-    out = restart_scenario(world, server_factory, _slow_copy_env(world, 4, 0.25), src, world.lus + "/mw-out", "ended")
-    assert out["adopted"] == [] or out["adopted"] == [out["name"]]
+    gate = os.path.join(world.tmp, "mw-gate")  # released right after the kill: the copy ends while no server runs
+    out = restart_scenario(world, server_factory, _slow_copy_env(world, 4, 0.1, FAKE_DCP_GATE=gate), src,
+                           world.lus + "/mw-out", "ended", gate=gate)
+    assert out["adopted"] in ([], [out["name"]])  # it had ended: listed at most while its end is being written
     assert out["status"].status == "success" and out["resource"]["status"] == "Success", out["resource"]
     assert out["resource"]["commandStatus"]["progress"] == 100 and not out["run dir left"]
 
@@ -136,7 +140,9 @@ def test_nnf_restart_says_the_result_of_a_dead_copy_is_unknown(world, server_fac
     from nnf_support import restart_scenario
 
     src = world.source_tree("dead")
-    out = restart_scenario(world, server_factory, _slow_copy_env(world, 40, 0.25), src, world.lus + "/dead-out", "killed")
+    gate = os.path.join(world.tmp, "dead-gate")  # never released before the kill
+    out = restart_scenario(world, server_factory, _slow_copy_env(world, 4, 0.1, FAKE_DCP_GATE=gate), src,
+                           world.lus + "/dead-out", "killed", gate=gate)
     assert out["status"].status == "failed" and out["resource"]["message"] == UNKNOWN_RESULT
     assert "unknown" in out["status"].message and not out["run dir left"] and not out["still alive"]
 
