@@ -18,7 +18,7 @@ def test_nnf_transient_api_errors_are_retried(world):
     kube = world.kube
 
     async def scenario():
-        driver = await world.driver()
+        driver = await world.driver(watch_caches=False)  # every planning read goes to the API server
         kube.fail(500, count=2, method="GET", path="/workflows/")
         kube.reset(count=1, method="GET", path="/clientmounts")
         kube.delay(3.0, count=1, method="GET", path="/systemconfigurations/", then="drop")  # > 1 s request timeout
@@ -154,6 +154,12 @@ def test_nnf_restart_recovery_marks_interrupted_requests_failed(world):
                                                         "endTime": "2026-06-01T15:06:02Z"}))
     kube.put(_dm("nnf-copy-offload-node-other", workflow="fluxjob-77", status=running))
     kube.put(_dm("fluxjob-1234-copyout-1", initiator="copy_out", status=running))
+    stray = os.path.join(world.hostfiles, "dm-stray123")  # a submit that died before its command started
+    os.makedirs(stray)
+    with open(os.path.join(stray, "hostfile"), "w") as fh:
+        fh.write("localhost\n")
+    foreign = os.path.join(world.hostfiles, "dm-notours")  # no hostfile: not one of ours, left alone
+    os.makedirs(foreign)
 
     async def scenario():
         driver = await world.driver()
@@ -170,6 +176,7 @@ def test_nnf_restart_recovery_marks_interrupted_requests_failed(world):
     assert untouched["nnf-copy-offload-node-done1"]["status"] == "Success"
     assert untouched["nnf-copy-offload-node-other"]["state"] == "Running"
     assert untouched["fluxjob-1234-copyout-1"]["state"] == "Running"
+    assert sorted(os.listdir(world.hostfiles)) == ["dm-notours"]
     nostart = world.dm("nnf-dm-system--nnf-copy-offload-nostart")["status"]
     assert nostart["status"] == "Failed" and nostart["startTime"] == nostart["endTime"]
 

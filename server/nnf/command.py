@@ -1,6 +1,6 @@
 """The data-movement command line and the MPI hostfile, from a profile and an NnfDataMovement.
 
-As nnf-dm's ``BuildDMCommand``/``CreateMpiHostfile`` (spec §3.6 and §3.8), for copy offload:
+As nnf-dm's ``BuildDMCommand``/``CreateMpiHostfile``, for copy offload:
 the server runs as the job's user, so ``--uid $UID``/``--gid $GID`` are removed from the
 profile command and ``$SETPRIV`` is emptied unless the server runs as root; user options go
 after the first ``mpirun``/``dcp``; each mpirun gets its own ORTE session directory (the

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Awaitable, Callable, Dict, Mapping, Optional
 
 from copy_offload.server.nnf.kube import KubeSettings
 
@@ -36,6 +36,9 @@ def missing_environment(environ: Optional[Mapping[str, str]] = None) -> Optional
             "the nnf driver needs these environment variables, which nnf-sos sets in the copy-offload "
             "user container: missing %s" % ", ".join(missing)
         )
+    mode = env.get("NNF_PREPARE_MODE")
+    if mode and mode not in ("auto", "launch", "local", "each"):
+        problems.append("invalid value for NNF_PREPARE_MODE: %r (auto, launch, local or each)" % mode)
     for name, kind in (("NNF_REST_CONFIG_QPS", float), ("NNF_REST_CONFIG_BURST", int)):
         value = env.get(name)
         if value is not None:
@@ -104,6 +107,20 @@ class NnfSettings:
     """Refetch-and-retry rounds for a status write that meets 409 Conflict."""
     completed_memory: int = 10000
     """Completed request names remembered for cancel-after-completion."""
+    end_write_backoff: float = 0.5
+    """First pause between tries of a final status write that failed; doubles each time."""
+    end_write_backoff_max: float = 5.0
+    """Longest pause between tries of a final status write (it is retried until it lands)."""
+    watch_caches: bool = True
+    """Serve the planning reads from watch-fed caches (``NNF_WATCH_CACHES=0`` turns them off)."""
+    cache_sync_wait: float = 10.0
+    """How long startup waits for the caches' first lists (reads go to the API server until then)."""
+    prepare_mode: str = ""
+    """Destination preparation (``NNF_PREPARE_MODE``): ``auto`` (default: here when this server
+    sees the source as the copy's hosts do, else one launch), ``launch`` (always one launch),
+    ``local`` (always here) or ``each`` (one launch per step, as the reference)."""
+    retry_sleep: Optional[Callable[[float], Awaitable[Any]]] = None
+    """How those pauses are taken (default ``asyncio.sleep``; tests pass a clock of their own)."""
 
     @classmethod
     def from_extra(cls, extra: Dict[str, Any], environ: Optional[Mapping[str, str]] = None) -> NnfSettings:
@@ -124,6 +141,10 @@ class NnfSettings:
                 settings.command_timeout = float(raw) if raw and float(raw) > 0 else 300.0
             except ValueError:
                 settings.command_timeout = 300.0
+        if env.get("NNF_WATCH_CACHES", "").strip().lower() in ("0", "false", "no", "off"):
+            settings.watch_caches = False
+        if not settings.prepare_mode:
+            settings.prepare_mode = env.get("NNF_PREPARE_MODE", "") or "auto"
         if settings.use_setpriv is None:
             settings.use_setpriv = hasattr(os, "getuid") and os.getuid() == 0
         kube_settings_from_env(env, settings.kube)

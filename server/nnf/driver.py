@@ -1,6 +1,6 @@
 """The ``nnf`` driver: copy-offload requests as NnfDataMovement resources on a Rabbit node.
 
-The reference's real mode (spec §3, nnf-dm ``daemons/copy-offload/pkg/driver``) on asyncio:
+The reference's real mode (nnf-dm ``daemons/copy-offload/pkg/driver``) on asyncio:
 ``submit`` plans the request from the Workflow, ClientMounts, SystemConfiguration,
 LustreFileSystems and profiles, writes the hostfile, prepares the destination, creates the
 NnfDataMovement, records its start and starts the command, and answers only then. ``status``
@@ -26,15 +26,17 @@ import asyncio
 import collections
 import contextlib
 import copy
+import functools
 import logging
 import os
 import re
 import shutil
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from copy_offload.client import wire
 from copy_offload.client.wire import CopyRequest, RequestState, WireError
 from copy_offload.server.drivers.base import Completions, Driver
+from copy_offload.server.nnf.cache import CachedReads, KindWatch
 from copy_offload.server.nnf.command import (
     build_dm_command,
     hostfile_slots,
@@ -50,11 +52,19 @@ from copy_offload.server.nnf.config import (
     load_kube_configuration,
     missing_environment,
 )
-from copy_offload.server.nnf.job import CopyJob, StatusWriter, now
-from copy_offload.server.nnf.kube import Kube, KubeAlreadyExists, KubeError, KubeNotFound
+from copy_offload.server.nnf.job import CopyJob, EndRecorder, StatusWriter, now
+from copy_offload.server.nnf.kube import (
+    Kube,
+    KubeAlreadyExists,
+    KubeError,
+    KubeNotFound,
+    KubeUnavailable,
+)
 from copy_offload.server.nnf.lookup import (
+    DM_NAMESPACE,
     INITIATOR,
     NAME_BASE,
+    PROFILE_NAMESPACE,
     WF_NAME,
     WF_NAMESPACE,
     Kinds,
@@ -65,16 +75,18 @@ from copy_offload.server.nnf.lookup import (
 from copy_offload.server.nnf.prepare import DestinationPreparer
 from copy_offload.server.nnf.process import Processes
 from copy_offload.server.nnf.progress import micro_time, parse_duration, parse_time
+from copy_offload.server.nnf.survivor import Survivor, alive, read_record, run_dirs
 
 __all__ = ["NnfDriver", "NnfStartupError", "create_nnf_driver", "missing_environment"]
 
 log = logging.getLogger("copy_offload.server.nnf")
 
 RESTART_MESSAGE = (
-    "the copy-offload server restarted while this request was in progress; its copy was stopped "
-    "and did not complete"
+    "the copy-offload server restarted while this request was in progress and left no record of its "
+    "copy; whether the copy completed is unknown"
 )
 CREATE_NAME_TRIES = 5
+WATCHED_KINDS = 7  # the planning caches (``NnfDriver._watches``), one long-lived connection each
 
 
 class NnfDriver(Driver):
@@ -90,8 +102,11 @@ class NnfDriver(Driver):
         self.workflow_namespace = workflow_namespace
         self.node_name = node_name
         self.settings = settings or NnfSettings()
-        self.planner = Planner(kube, kinds, workflow_name=workflow_name, workflow_namespace=workflow_namespace,
-                               node_name=node_name, mpi_hostfile=self.settings.mpi_hostfile)
+        self.reads = CachedReads(kube, self._watches(kinds, workflow_name, workflow_namespace) if self.settings.watch_caches else [])
+        planning = dict(kinds=kinds, workflow_name=workflow_name, workflow_namespace=workflow_namespace, node_name=node_name,
+                        mpi_hostfile=self.settings.mpi_hostfile)
+        self.planner = Planner(kube, reads=self.reads, **planning)
+        self.direct_planner = Planner(kube, **planning)  # when a cached answer led to a refusal: ask again
         self._jobs: Dict[str, CopyJob] = {}
         self._tasks: Dict[str, asyncio.Task[Any]] = {}
         self._completions = Completions()
@@ -100,19 +115,42 @@ class NnfDriver(Driver):
         self.recovered: List[str] = []
         self.processes = Processes(spawn_threads=4, run_threads=16)
 
+    def _watches(self, kinds: Kinds, workflow_name: str, workflow_namespace: str) -> List[KindWatch]:
+        """One watch per kind read to plan a request, scoped as narrowly as its objects allow."""
+        wf_labels = {WF_NAME: workflow_name, WF_NAMESPACE: workflow_namespace}
+        workers = {"training.kubeflow.org/job-name": workflow_name, "training.kubeflow.org/job-role": "worker"}
+        timeout = self.settings.kube.request_timeout
+        return [
+            KindWatch(self.kube, kinds.clientmounts, None, wf_labels, timeout),
+            KindWatch(self.kube, kinds.systemconfigurations, "default", None, timeout),
+            KindWatch(self.kube, kinds.lustrefilesystems, None, None, timeout),
+            KindWatch(self.kube, kinds.nnfdatamovementprofiles, PROFILE_NAMESPACE, None, timeout),
+            KindWatch(self.kube, kinds.pods, workflow_namespace, workers, timeout),
+            KindWatch(self.kube, kinds.nnfnodestorages, None, wf_labels, timeout),
+            KindWatch(self.kube, kinds.nnfstorages, None, wf_labels, timeout),
+        ]
+
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Mark this Workflow's unfinished requests of an earlier server process as failed (once)."""
+        """Settle this Workflow's requests left unfinished by an earlier server process (once).
+
+        A copy that is still running is adopted (watched to its end, its real result
+        recorded); one that ended while no server ran gets the result it left behind; for
+        the rest the status says that the result is unknown. Run dirs left behind go.
+        """
         if self._started:
             return
         self._started = True
         selector = "%s=%s,%s=%s,%s" % (WF_NAME, self.workflow_name, WF_NAMESPACE, self.workflow_namespace, INITIATOR)
+        loop = asyncio.get_running_loop()
+        records = await loop.run_in_executor(None, _run_records, self.settings.hostfile_dir)
         try:
             leftovers = await self.kube.list(self.kinds.nnfdatamovements, None, selector)
         except KubeError as exc:
             log.error("restart recovery skipped: cannot list NnfDataMovements: %s", exc)
             return
+        adopted = set()
         for dm in leftovers:
             meta, status = dm.get("metadata") or {}, dm.get("status") or {}
             if not str(meta.get("name", "")).startswith(NAME_BASE) or status.get("state") == "Finished":
@@ -120,23 +158,52 @@ class NnfDriver(Driver):
             if (meta.get("labels") or {}).get(INITIATOR) in ("copy_in", "copy_out"):
                 continue
             name = "%s--%s" % (meta.get("namespace"), meta.get("name"))
-            stamp = micro_time(now())
+            found = records.get(name)
+            if found is not None and status.get("startTime"):
+                run_dir, record = found
+                self._adopt(name, dm, run_dir, record)
+                adopted.add(run_dir)
+                continue
+            await self._mark_unknown(name, dm)
+        for run_dir, _ in records.values():
+            if run_dir not in adopted:
+                await loop.run_in_executor(None, shutil.rmtree, run_dir, True)
 
-            def mutate(st: Dict[str, Any], stamp: str = stamp) -> None:
-                st.setdefault("startTime", stamp)
-                st["endTime"] = stamp
-                st["state"] = "Finished"
-                st["status"] = "Failed"
-                st["message"] = RESTART_MESSAGE
-                st["error"] = {"userMessage": RESTART_MESSAGE, "debugMessage": RESTART_MESSAGE, "type": "Internal", "severity": "Fatal"}
+    def _adopt(self, name: str, dm: Dict[str, Any], run_dir: str, record: Dict[str, Any]) -> None:
+        """Take over a request of an earlier server process: watch it, or judge what it left."""
+        writer = StatusWriter(self.kube, self.kinds.nnfdatamovements, dm, self.settings.status_conflict_retries)
+        profile = dict(record.get("profile") or {})
+        job = self._new_job(name, str(record.get("command") or ""), profile, dict(record.get("user_config") or {}), writer, run_dir)
+        job.full_command = str(((dm.get("status") or {}).get("commandStatus") or {}).get("command") or job.full_command)
+        pid, start_time = record.get("pid"), record.get("start_time")
+        running = isinstance(pid, int) and alive(pid, start_time)
+        survivor = Survivor(pid if isinstance(pid, int) else 0, start_time, run_dir, running)
+        job.adopt(survivor, parse_time((dm.get("status") or {}).get("startTime")))
+        self.recovered.append(name)
+        log.warning("%s: left by a previous server process; %s", name,
+                    "its copy still runs (pid %s): watching it to its end" % pid if running else "recording how its copy ended")
+        self._jobs[name] = job
+        self._tasks[name] = asyncio.ensure_future(self._drive(job, os.path.join(run_dir, "hostfile")))
 
-            writer = StatusWriter(self.kube, self.kinds.nnfdatamovements, dm, self.settings.status_conflict_retries)
-            try:
-                if await writer.write(mutate):
-                    self.recovered.append(name)
-                    log.warning("%s: left unfinished by a previous server process; marked Finished/Failed", name)
-            except KubeError as exc:
-                log.error("%s: cannot mark it failed after a restart: %s", name, exc)
+    async def _mark_unknown(self, name: str, dm: Dict[str, Any]) -> None:
+        stamp = micro_time(now())
+
+        def mutate(st: Dict[str, Any]) -> None:
+            st.setdefault("startTime", stamp)
+            st["endTime"] = stamp
+            st["state"] = "Finished"
+            st["status"] = "Failed"
+            st["message"] = RESTART_MESSAGE
+            st["error"] = {"userMessage": RESTART_MESSAGE, "debugMessage": RESTART_MESSAGE, "type": "Internal", "severity": "Fatal"}
+
+        writer = StatusWriter(self.kube, self.kinds.nnfdatamovements, dm, self.settings.status_conflict_retries)
+        try:
+            if await writer.write(mutate):
+                self.recovered.append(name)
+                log.warning("%s: left unfinished by a previous server process, which left no record of its copy; "
+                            "marked Finished/Failed (result unknown)", name)
+        except KubeError as exc:
+            log.error("%s: cannot mark it failed after a restart: %s", name, exc)
 
     async def close(self) -> None:
         """Stop what still runs (the server refuses shutdown while requests are active), then let go."""
@@ -146,6 +213,7 @@ class NnfDriver(Driver):
         if tasks:
             await asyncio.wait(tasks, timeout=self.settings.cancel_wait)
         self.processes.close()
+        self.reads.stop()
         await self.kube.close()
 
     # ----------------------------------------------------------------- submit
@@ -153,12 +221,16 @@ class NnfDriver(Driver):
     async def submit(self, request: CopyRequest) -> str:
         request.validate()
         try:
-            dm, profile = await self.planner.build(request)
-            data = profile_data(profile)
-            nodes = await self.planner.storage_nodes(dm)
-            hosts = await self.planner.worker_hosts(nodes, dm)
+            hits = self.reads.hits
+            try:
+                dm, profile, hosts = await self._plan(self.planner, request)
+            except WireError:
+                if self.reads.hits == hits:
+                    raise
+                dm, profile, hosts = await self._plan(self.direct_planner, request)  # a refusal comes from the API server
         except KubeError as exc:
             raise WireError(500, str(exc)) from None
+        data = profile_data(profile)
         slots, max_slots = hostfile_slots(data, dm)
         loop = asyncio.get_running_loop()
         try:
@@ -167,14 +239,14 @@ class NnfDriver(Driver):
             raise WireError(500, "failed to create directory for MPI hostfile: %s" % exc) from None
         keep_hostfile = False
         try:
-            await DestinationPreparer(self.kube, self.kinds, self.processes, data, dm, hostfile, use_setpriv=bool(self.settings.use_setpriv),
-                                      environment=self.settings.environment, timeout=self.settings.command_timeout).run()
+            await DestinationPreparer(self.reads, self.kinds, self.processes, data, dm, hostfile, use_setpriv=bool(self.settings.use_setpriv),
+                                      environment=self.settings.environment, timeout=self.settings.command_timeout,
+                                      mode=self.settings.prepare_mode, local_ok=self._sees_like_the_hosts(dm)).run()
             command = build_dm_command(data, hostfile, dm)
             created = await self._create(dm)
             name = "%s--%s" % (created["metadata"]["namespace"], created["metadata"]["name"])
             writer = StatusWriter(self.kube, self.kinds.nnfdatamovements, created, self.settings.status_conflict_retries)
-            job = CopyJob(name=name, command=command, profile_data=data, user_config=dm["spec"].get("userConfig") or {},
-                          writer=writer, output_limit=self.settings.output_limit, processes=self.processes)
+            job = self._new_job(name, command, data, dm["spec"].get("userConfig") or {}, writer, os.path.dirname(hostfile))
             try:
                 await job.write_start()
             except KubeError as exc:
@@ -191,6 +263,26 @@ class NnfDriver(Driver):
                 await loop.run_in_executor(None, _remove_hostfile_dir, hostfile)
         log.info("%s: started %s", name, job.full_command)
         return name
+
+    async def _plan(self, planner: Planner, request: CopyRequest) -> Tuple[Dict[str, Any], Dict[str, Any], List[str]]:
+        dm, profile = await planner.build(request)
+        nodes = await planner.storage_nodes(dm)
+        return dm, profile, await planner.worker_hosts(nodes, dm)
+
+    def _sees_like_the_hosts(self, dm: Dict[str, Any]) -> bool:
+        """Whether this server sees the request's paths as its mpirun hosts do: a node-local copy
+        on this Rabbit, or one on a Lustre file system (mounted alike on every Rabbit)."""
+        namespace = dm["metadata"]["namespace"]
+        return namespace == self.node_name or namespace == DM_NAMESPACE
+
+    def _new_job(self, name: str, command: str, data: Dict[str, Any], user_config: Dict[str, Any], writer: StatusWriter,
+                 run_dir: str) -> CopyJob:
+        s = self.settings
+        recorder = EndRecorder(name, writer, backoff=s.end_write_backoff, backoff_max=s.end_write_backoff_max, sleep=s.retry_sleep)
+        job = CopyJob(name=name, command=command, profile_data=data, user_config=user_config, writer=writer,
+                      output_limit=s.output_limit, processes=self.processes, run_dir=run_dir, recorder=recorder)
+        job.on_end = functools.partial(self._completions.done, name)
+        return job
 
     async def _create(self, dm: Dict[str, Any]) -> Dict[str, Any]:
         """Create ``dm`` under a name chosen here, so that retrying a create is safe."""
@@ -246,6 +338,9 @@ class NnfDriver(Driver):
 
     async def status(self, name: str, max_wait_secs: int) -> Dict[str, Any]:
         namespace, dm_name = wire.split_request_name(name)
+        remembered = self._ended_in_memory(name)
+        if remembered is not None:
+            return remembered
         dm = await self._get_for_status(namespace, dm_name, name, wire.ERR_REQUEST_NOT_FOUND)
         labels = (dm.get("metadata") or {}).get("labels") or {}
         if labels.get(WF_NAME) != self.workflow_name or labels.get(WF_NAMESPACE) != self.workflow_namespace:
@@ -253,12 +348,28 @@ class NnfDriver(Driver):
         ended = bool((dm.get("status") or {}).get("endTime"))
         if not ended and max_wait_secs != 0 and (name in self._jobs or self._completions.is_done(name)):
             await self._completions.wait(name, max_wait_secs)
+            remembered = self._ended_in_memory(name)
+            if remembered is not None:
+                return remembered
             dm = await self._get_for_status(namespace, dm_name, name, wire.ERR_NOT_FOUND_AFTER_WAIT)
         doc = wire.status_document(request_state(dm))
         if doc.get("state") == wire.STATE_COMPLETED and (dm.get("status") or {}).get("endTime") and name not in self._jobs:
             self._completions.forget(name)
             self._completed.pop(name, None)
         return doc
+
+    def _ended_in_memory(self, name: str) -> Optional[Dict[str, Any]]:
+        """The status of a request whose copy has ended but whose end is not recorded yet.
+
+        The resource still says ``Running`` (the API server may be down); what we know is truer.
+        """
+        job = self._jobs.get(name)
+        if job is None or job.final is None:
+            return None
+        dm = copy.deepcopy(job.writer.obj)
+        dm.setdefault("status", {})
+        dm["status"].update(copy.deepcopy(job.final))
+        return wire.status_document(request_state(dm))
 
     async def _get_for_status(self, namespace: str, dm_name: str, name: str, not_found: str) -> Dict[str, Any]:
         try:
@@ -267,6 +378,14 @@ class NnfDriver(Driver):
             self._completions.forget(name)
             self._completed.pop(name, None)
             raise WireError(404, not_found) from None
+        except KubeUnavailable as exc:
+            job = self._jobs.get(name)
+            if job is None:
+                raise WireError(500, str(exc)) from None
+            log.warning("%s: status answered from memory: the API server is unavailable (%s)", name, exc)
+            dm = copy.deepcopy(job.writer.obj)  # what we last wrote, with the progress we have seen since
+            dm.setdefault("status", {})["commandStatus"] = copy.deepcopy(job.cmd_status)
+            return dm
         except KubeError as exc:
             raise WireError(500, str(exc)) from None
 
@@ -331,6 +450,22 @@ def _remove_hostfile_dir(hostfile: str) -> None:
     shutil.rmtree(os.path.dirname(hostfile), ignore_errors=True)
 
 
+def _run_records(parent: str) -> Dict[str, Any]:
+    """Request name -> (run dir, record) for the run dirs an earlier server process left in ``parent``.
+
+    A run dir without a record (a submit that never started its command) maps to itself, so it
+    is removed too.
+    """
+    found: Dict[str, Any] = {}
+    for run_dir in run_dirs(parent):
+        if not os.path.exists(os.path.join(run_dir, "hostfile")):
+            continue  # not one of ours
+        record = read_record(run_dir)
+        key = str(record.get("name")) if record and record.get("name") else run_dir
+        found[key] = (run_dir, record or {})
+    return found
+
+
 # --------------------------------------------------------------------------- factory
 
 
@@ -363,8 +498,9 @@ async def create_nnf_driver(*, workflow_name: str, workflow_namespace: str, node
     if cfg is None:
         cfg = await asyncio.get_running_loop().run_in_executor(None, load_kube_configuration, kubeconfig)
     cfg.retries = 0  # one retry policy: ours
-    cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, settings.kube.threads)
+    cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, settings.kube.threads + WATCHED_KINDS)  # watches hold one each
     kube = Kube(client.ApiClient(cfg), settings.kube)
+    driver: Optional[NnfDriver] = None
     try:
         try:
             nnf = await _pick_version(kube, "nnf.cray.hpe.com", nnf_api_version, NNF_VERSIONS, "NNF")
@@ -381,9 +517,14 @@ async def create_nnf_driver(*, workflow_name: str, workflow_namespace: str, node
                            node_name=node_name, settings=settings)
         await driver.start()
         loop = asyncio.get_running_loop()
+        driver.reads.start()
+        if not await loop.run_in_executor(None, driver.reads.wait_synced, settings.cache_sync_wait):
+            log.warning("the watch caches are not in sync yet; planning reads go to the API server until they are")
         await loop.run_in_executor(None, kube.warm)
         await loop.run_in_executor(None, driver.processes.warm)
     except BaseException:
+        if driver is not None:
+            driver.reads.stop()
         await kube.close()
         raise
     log.info("nnf driver: workflow %s/%s, node %s, NNF %s, DWS %s, Lustre %s, Kubernetes %s", workflow_namespace,

@@ -1,4 +1,4 @@
-"""The submit path of spec §3.1-3.6: from a copy request to an NnfDataMovement and its hosts.
+"""The submit path of the reference server: from a copy request to an NnfDataMovement and its hosts.
 
 Each step reads Kubernetes through ``Kube`` and fails with the reference's error text as
 ``WireError(500, text)`` (the HTTP body a client sees). The order of the checks is the
@@ -109,8 +109,9 @@ class Planner:
     """Reads what a request needs from Kubernetes and builds the NnfDataMovement."""
 
     def __init__(self, kube: Kube, kinds: Kinds, *, workflow_name: str, workflow_namespace: str, node_name: str,
-                 mpi_hostfile: str) -> None:
-        self.kube = kube
+                 mpi_hostfile: str, reads: Any = None) -> None:
+        self.api = kube  # the Workflow, always from the API server: it must be PreRun/Completed now
+        self.kube = reads if reads is not None else kube  # everything else (a ``CachedReads`` or ``Kube``)
         self.kinds = kinds
         self.workflow_name = workflow_name
         self.workflow_namespace = workflow_namespace
@@ -123,7 +124,7 @@ class Planner:
 
     async def workflow(self) -> Dict[str, Any]:
         """§3.1: the Workflow, which must be PreRun/Completed."""
-        wf = await self.kube.get(self.kinds.workflows, self.workflow_namespace, self.workflow_name)
+        wf = await self.api.get(self.kinds.workflows, self.workflow_namespace, self.workflow_name)
         status = wf.get("status") or {}
         if status.get("state") != "PreRun" or status.get("status") != "Completed":
             raise fail("workflow must be in 'PreRun' state and 'Completed' status")

@@ -149,6 +149,53 @@ class OutputLog:
         return "\n".join(lines)
 
 
+EXPLAIN_LIMIT = 400
+_BANNER_EDGE = re.compile(r"^-{20,}\s*$")
+_ABORT_NOTICES = ("Primary job  terminated normally", "mpirun detected that one or more processes exited",
+                  "prterun detected that one or more processes exited", "mpirun noticed that process rank")
+_MPI_WARNING = re.compile(r"^\[[^\]\s]+:\d+\] \w+:\w+: Warning: ")  # e.g. "[host:123] plm:rsh: Warning: setpgid(...) failed"
+_TELLING = re.compile(r"error|cannot|can't|denied|no such|fail|invalid|unable|not found|refused|abort", re.IGNORECASE)
+
+
+def explain_output(text: str, limit: int = EXPLAIN_LIMIT) -> str:
+    """External output cut to the lines that explain a failure, at most ``limit`` characters.
+
+    Open MPI frames its notices in dashed lines; the abort notices ("Primary job terminated
+    normally, but 1 process returned a non-zero exit code...") only restate that something
+    failed and are dropped; other notices (mpirun could not start, a host is unreachable) are
+    the explanation and are kept, unframed; its launcher's own warnings (``[host:pid]
+    plm:rsh: Warning: ...``) are dropped too. When the rest is still too long, the lines that
+    name an error win, then the text is cut with ``...``.
+    """
+    kept: List[str] = []
+    block: Optional[List[str]] = None
+    for line in text.splitlines():
+        if _BANNER_EDGE.match(line):
+            if block is None:
+                block = []
+                continue
+            if block and not any(notice in " ".join(block) for notice in _ABORT_NOTICES):
+                kept.extend(b for b in block if b.strip())
+            block = None
+            continue
+        if block is not None:
+            block.append(line)
+        elif line.strip() and not _MPI_WARNING.match(line):
+            kept.append(line)
+    if block:  # an unterminated notice
+        kept.extend(b for b in block if b.strip())
+    result = "\n".join(kept)
+    if len(result) > limit:
+        telling = [line for line in kept if _TELLING.search(line)]
+        if telling:
+            result = "\n".join(telling)
+    if len(result) > limit:
+        result = result[: limit - 3].rstrip() + "..."
+    if text.endswith("\n") and result:
+        result += "\n"
+    return result
+
+
 # --------------------------------------------------------------------------- Kubernetes time and durations
 
 
