@@ -1,5 +1,5 @@
-"""The reference server's own tests (nnf-dm server_test.go, spec §6 A..J), against our -mock server
-over real HTTPS with real tokens, plus the HTTP details of spec §1 they rely on."""
+"""The reference server's own tests (nnf-dm server_test.go), against our -mock server
+over real HTTPS with real tokens, plus the HTTP details they rely on."""
 
 from __future__ import annotations
 

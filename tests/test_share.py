@@ -28,7 +28,7 @@ SHARE = os.path.join(REPO, "share")
 PROFILE = os.path.join(SHARE, "nnf", "copy-offload-profile.yaml")
 CONTAINERFILE = os.path.join(SHARE, "container", "Containerfile")
 
-# What nnf-sos sets in the copy-offload launcher (spec: nnf-resources.md §7, copy-offload-api.md §2).
+# What nnf-sos sets in the copy-offload launcher.
 POD_ENV = {
     "TLS_CERT_PATH": "/etc/usercontainer-tls/tls.crt",
     "TLS_KEY_PATH": "/etc/usercontainer-tls/tls.key",

@@ -3,7 +3,7 @@
 The command runs as ``/bin/bash -c <command>`` in a new session (process group), so a cancel
 kills mpirun and everything it started, not just the shell. Output is read as it comes and
 parsed line by line as nnf-dm does; the status is written at most once per
-``progressIntervalSeconds`` and only when something changed, then once at the end (§3.10).
+``progressIntervalSeconds`` and only when something changed, then once at the end.
 Status writes go straight to ``/status`` with the last resourceVersion we saw; a 409 Conflict
 (someone else wrote, e.g. nnf-dm's controller adding its finalizer) refetches and reapplies our
 fields.
@@ -171,7 +171,7 @@ class CopyJob:
     # ----------------------------------------------------------------- start
 
     async def write_start(self) -> None:
-        """Record the start (§3.9): startTime, Running, the command. Raises KubeError."""
+        """Record the start: startTime, Running, the command. Raises KubeError."""
         started = micro_time(now())
         command = self.full_command
 

@@ -123,7 +123,7 @@ class Planner:
         return {WF_NAME: self.workflow_name, WF_NAMESPACE: self.workflow_namespace}
 
     async def workflow(self) -> Dict[str, Any]:
-        """§3.1: the Workflow, which must be PreRun/Completed."""
+        """the Workflow, which must be PreRun/Completed."""
         wf = await self.api.get(self.kinds.workflows, self.workflow_namespace, self.workflow_name)
         status = wf.get("status") or {}
         if status.get("state") != "PreRun" or status.get("status") != "Completed":
@@ -131,7 +131,7 @@ class Planner:
         return wf
 
     async def compute_mount(self, request: CopyRequest) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-        """§3.2: the compute's ClientMount and the mount whose mountPath prefixes the source."""
+        """the compute's ClientMount and the mount whose mountPath prefixes the source."""
         mounts = await self.kube.list(self.kinds.clientmounts, request.computeName, self.workflow_labels)
         if not mounts:
             raise fail("no client mounts found for node '%s'" % request.computeName)
@@ -147,7 +147,7 @@ class Planner:
         raise fail("source path not found in list of client mounts: %s" % request.sourcePath)
 
     async def rabbit_for(self, compute: str) -> str:
-        """§3.3: the Rabbit whose ``computesAccess`` lists ``compute`` ("" when none does)."""
+        """the Rabbit whose ``computesAccess`` lists ``compute`` ("" when none does)."""
         try:
             sc = await self.kube.get(self.kinds.systemconfigurations, "default", "default")
         except KubeError as exc:
@@ -159,7 +159,7 @@ class Planner:
         return ""
 
     async def rabbit_source(self, request: CopyRequest, mount: Dict[str, Any], rabbit: str) -> str:
-        """§3.4: the source path as the Rabbit sees it."""
+        """the source path as the Rabbit sees it."""
         mounts = await self.kube.list(self.kinds.clientmounts, rabbit or None, self.workflow_labels)
         if not mounts:
             raise fail("no client mounts found for node '%s'" % rabbit)
@@ -173,7 +173,7 @@ class Planner:
         raise fail("initiator not found in list of client mounts: %s" % request.computeName)
 
     async def lustre_filesystem(self, dest: str) -> Dict[str, Any]:
-        """§3.5: the first LustreFileSystem whose mountRoot contains ``dest``."""
+        """the first LustreFileSystem whose mountRoot contains ``dest``."""
         if not dest.startswith("/"):
             raise fail("destination must be an absolute path")
         try:
@@ -207,7 +207,7 @@ class Planner:
             raise fail("unable to retrieve NnfDataMovementProfile: %s" % name) from None
 
     async def build(self, request: CopyRequest) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-        """§3.1-3.5: the NnfDataMovement body (not yet created) and the chosen profile."""
+        """the NnfDataMovement body (not yet created) and the chosen profile."""
         wf = await self.workflow()
         cm, mount = await self.compute_mount(request)
         rabbit = await self.rabbit_for(request.computeName)
@@ -281,7 +281,7 @@ class Planner:
         return dm, profile
 
     async def storage_nodes(self, dm: Dict[str, Any]) -> List[str]:
-        """§3.6 (``GetStorageNodeNames``): ``localhost`` for node-local copies, else the OST Rabbits."""
+        """``GetStorageNodeNames``: ``localhost`` for node-local copies, else the OST Rabbits."""
         spec = dm["spec"]
         src_ref = (spec.get("source") or {}).get("storageReference") or {}
         if dm["metadata"]["namespace"] == self.node_name or src_ref.get("kind") == "NnfNodeStorage":
@@ -309,7 +309,7 @@ class Planner:
         return [str(node.get("name") or "") for node in target.get("nodes") or []]
 
     async def worker_hosts(self, nodes: List[str], dm: Dict[str, Any]) -> List[str]:
-        """§3.6 (``GetCopyOffloadWorkerHostnames``): the mpirun hosts."""
+        """``GetCopyOffloadWorkerHostnames``: the mpirun hosts."""
         if nodes and nodes[0] == "localhost":
             ref = (dm["spec"].get("source") or {}).get("storageReference") or {}
             if ref.get("kind") != "NnfNodeStorage":
