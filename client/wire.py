@@ -527,14 +527,15 @@ class RequestState:
     files_total: Optional[int] = None
     files_done: Optional[int] = None
     rate: Optional[float] = None
-    extra: Dict[str, Any] = field(default_factory=dict)
+    extra: Dict[str, Any] = field(default_factory=dict)  # a driver's own commandStatus keys (verify's)
+    start_time_text: Optional[str] = None  # startTime as written, when it is not go_time(start_time)
 
     @property
     def finished(self) -> bool:
         return self.state == "Finished"
 
 
-def status_document(rec: RequestState, start_time_text: Optional[str] = None) -> Dict[str, Any]:
+def status_document(rec: RequestState) -> Dict[str, Any]:
     """The status JSON object for ``rec``; raises WireError(500) for an unknown state/status."""
     if rec.start_time is None and rec.status != "Invalid":
         return {"state": STATE_PENDING, "status": STATUS_UNKNOWN}
@@ -566,11 +567,12 @@ def status_document(rec: RequestState, start_time_text: Optional[str] = None) ->
     ):
         if value is not None:
             command[key] = value
+    command.update(rec.extra)
     doc: Dict[str, Any] = {"state": state, "status": RESOURCE_STATUSES[rec.status]}
     if rec.message:
         doc["message"] = rec.message
     doc["commandStatus"] = command
-    start = start_time_text or (go_time(rec.start_time) if rec.start_time else "")
+    start = rec.start_time_text or (go_time(rec.start_time) if rec.start_time else "")
     if start:
         doc["startTime"] = start
     if rec.end_time is not None:

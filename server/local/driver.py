@@ -3,8 +3,8 @@
 Each request runs in its own thread (the built-in engine, which adds worker processes for big
 trees, or a profile's command), so the event loop never blocks. The driver keeps the request's
 state in the NnfDataMovement vocabulary (Running/Finished; Success/Failed/Cancelled) and
-renders it with ``wire.status_document``, with the engine's byte and file counters beside the
-reference keys. Records go to SQLite (store.py) at start, about once a second while running,
+answers a ``RequestState`` (the server renders it), with the engine's byte and file counters
+beside the reference keys. Records go to SQLite (store.py) at start, about once a second while running,
 and at the end; a status for a finished request comes from memory or, after a restart, from
 SQLite.
 """
@@ -25,8 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar, Union
 
 from copy_offload.client import wire
-from copy_offload.client.wire import CopyRequest, RequestState, WireError
+from copy_offload.client.wire import CopyRequest, RequestState
 from copy_offload.server.drivers.base import Completions, Driver
+from copy_offload.server.drivers.errors import BadRequest, Internal, RequestNotFound
 from copy_offload.server.local.beneath import Tree, reason, relative, root_of
 from copy_offload.server.local.command import CommandJob
 from copy_offload.server.local.copier import TEMP_MARK
@@ -158,7 +159,7 @@ class LocalDriver(Driver):
         try:
             await loop.run_in_executor(None, job.prepare)
         except CopyError as exc:
-            raise WireError(400 if exc.client_error else 500, exc.message) from None
+            raise (BadRequest if exc.client_error else Internal)(exc.message) from None
         name = "%s--%s%d" % (self.node_name, NAME_BASE, await self._in_db(self.store.next_sequence))
         state = RequestState(state="Running", command=command, start_time=_now())
         req = _Request(name, job, state, profile, request)
@@ -166,23 +167,23 @@ class LocalDriver(Driver):
             await self._in_db(self.store.save, name, state, job.temporaries())
         except Exception as exc:
             log.exception("cannot record request %s", name)
-            raise WireError(500, "unable to record the request: %s" % exc) from None
+            raise Internal("unable to record the request: %s" % exc) from None
         self._active[name] = req
         thread = threading.Thread(target=self._run, args=(req,), name="copy-offload-" + name, daemon=True)
         thread.start()
         log.debug("request %s: %r", name, command)  # repr: client paths may hold control characters
         return name
 
-    async def status(self, name: str, max_wait_secs: int) -> Dict[str, Any]:
+    async def status(self, name: str, max_wait_secs: int) -> RequestState:
         if name in self._active and max_wait_secs != 0:
             await self._completions.wait(name, max_wait_secs)
         req = self._active.get(name) or self._recent.get(name)
         if req is not None:
-            return _document(self._snapshot(req))
+            return self._snapshot(req)
         rec = await self._in_db(self.store.load, name)
         if rec is None:
-            raise WireError(404, wire.ERR_REQUEST_NOT_FOUND)
-        return _document(rec)
+            raise RequestNotFound(wire.ERR_REQUEST_NOT_FOUND)
+        return rec
 
     def active(self) -> List[str]:
         return sorted(self._active)
@@ -309,14 +310,6 @@ class LocalDriver(Driver):
         return await self._loop_now().run_in_executor(self._db, func, *args)
 
 
-def _document(rec: RequestState) -> Dict[str, Any]:
-    """The status JSON, with the driver's own figures (``extra``: verify's) under commandStatus."""
-    doc = wire.status_document(rec)
-    if rec.extra and "commandStatus" in doc:
-        doc["commandStatus"].update(rec.extra)
-    return doc
-
-
 def _save_rows(store: Store, rows: List[Any]) -> None:
     for name, rec, temps in rows:
         if rec.state != "Finished":
@@ -331,7 +324,7 @@ def _wants_direct(dcp_options: str) -> bool:
     try:
         words = shlex.split(dcp_options)
     except ValueError as exc:
-        raise WireError(400, "unable to parse dcpOptions: %s" % exc) from None
+        raise BadRequest("unable to parse dcpOptions: %s" % exc) from None
     return "--direct" in words or "-s" in words
 
 

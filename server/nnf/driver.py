@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from copy_offload.client import wire
 from copy_offload.client.wire import CopyRequest, RequestState, WireError
 from copy_offload.server.drivers.base import Completions, Driver
+from copy_offload.server.drivers.errors import BadRequest, DriverError, Internal, RequestNotFound
 from copy_offload.server.nnf.cache import CachedReads, KindWatch
 from copy_offload.server.nnf.command import (
     build_dm_command,
@@ -219,24 +220,27 @@ class NnfDriver(Driver):
     # ----------------------------------------------------------------- submit
 
     async def submit(self, request: CopyRequest) -> str:
-        request.validate()
+        try:
+            request.validate()
+        except WireError as exc:
+            raise BadRequest(exc.message) from None
         try:
             hits = self.reads.hits
             try:
                 dm, profile, hosts = await self._plan(self.planner, request)
-            except WireError:
+            except DriverError:
                 if self.reads.hits == hits:
                     raise
                 dm, profile, hosts = await self._plan(self.direct_planner, request)  # a refusal comes from the API server
         except KubeError as exc:
-            raise WireError(500, str(exc)) from None
+            raise Internal(str(exc)) from None
         data = profile_data(profile)
         slots, max_slots = hostfile_slots(data, dm)
         loop = asyncio.get_running_loop()
         try:
             hostfile = await loop.run_in_executor(None, write_hostfile, hostfile_text(hosts, slots, max_slots), self.settings.hostfile_dir)
         except OSError as exc:
-            raise WireError(500, "failed to create directory for MPI hostfile: %s" % exc) from None
+            raise Internal("failed to create directory for MPI hostfile: %s" % exc) from None
         keep_hostfile = False
         try:
             await DestinationPreparer(self.reads, self.kinds, self.processes, data, dm, hostfile, use_setpriv=bool(self.settings.use_setpriv),
@@ -251,13 +255,13 @@ class NnfDriver(Driver):
                 await job.write_start()
             except KubeError as exc:
                 await self._abandon(writer, "unable to record the start of the request: %s" % exc)
-                raise WireError(500, str(exc)) from None
+                raise Internal(str(exc)) from None
             self._jobs[name] = job
             await job.spawn()
             self._tasks[name] = asyncio.ensure_future(self._drive(job, hostfile))
             keep_hostfile = True
         except KubeError as exc:
-            raise WireError(500, str(exc)) from None
+            raise Internal(str(exc)) from None
         finally:
             if not keep_hostfile:
                 await loop.run_in_executor(None, _remove_hostfile_dir, hostfile)
@@ -336,15 +340,18 @@ class NnfDriver(Driver):
 
     # ----------------------------------------------------------------- status, list, cancel
 
-    async def status(self, name: str, max_wait_secs: int) -> Dict[str, Any]:
-        namespace, dm_name = wire.split_request_name(name)
+    async def status(self, name: str, max_wait_secs: int) -> RequestState:
+        try:
+            namespace, dm_name = wire.split_request_name(name)
+        except WireError as exc:
+            raise RequestNotFound(exc.message) from None
         remembered = self._ended_in_memory(name)
         if remembered is not None:
             return remembered
         dm = await self._get_for_status(namespace, dm_name, name, wire.ERR_REQUEST_NOT_FOUND)
         labels = (dm.get("metadata") or {}).get("labels") or {}
         if labels.get(WF_NAME) != self.workflow_name or labels.get(WF_NAMESPACE) != self.workflow_namespace:
-            raise WireError(400, wire.ERR_NOT_IN_WORKFLOW)
+            raise BadRequest(wire.ERR_NOT_IN_WORKFLOW)
         ended = bool((dm.get("status") or {}).get("endTime"))
         if not ended and max_wait_secs != 0 and (name in self._jobs or self._completions.is_done(name)):
             await self._completions.wait(name, max_wait_secs)
@@ -352,13 +359,14 @@ class NnfDriver(Driver):
             if remembered is not None:
                 return remembered
             dm = await self._get_for_status(namespace, dm_name, name, wire.ERR_NOT_FOUND_AFTER_WAIT)
-        doc = wire.status_document(request_state(dm))
-        if doc.get("state") == wire.STATE_COMPLETED and (dm.get("status") or {}).get("endTime") and name not in self._jobs:
+        state = request_state(dm)
+        shown_done = state.finished and (state.start_time is not None or state.status == "Invalid")  # not "pending"
+        if shown_done and (dm.get("status") or {}).get("endTime") and name not in self._jobs:
             self._completions.forget(name)
             self._completed.pop(name, None)
-        return doc
+        return state
 
-    def _ended_in_memory(self, name: str) -> Optional[Dict[str, Any]]:
+    def _ended_in_memory(self, name: str) -> Optional[RequestState]:
         """The status of a request whose copy has ended but whose end is not recorded yet.
 
         The resource still says ``Running`` (the API server may be down); what we know is truer.
@@ -369,7 +377,7 @@ class NnfDriver(Driver):
         dm = copy.deepcopy(job.writer.obj)
         dm.setdefault("status", {})
         dm["status"].update(copy.deepcopy(job.final))
-        return wire.status_document(request_state(dm))
+        return request_state(dm)
 
     async def _get_for_status(self, namespace: str, dm_name: str, name: str, not_found: str) -> Dict[str, Any]:
         try:
@@ -377,17 +385,17 @@ class NnfDriver(Driver):
         except KubeNotFound:
             self._completions.forget(name)
             self._completed.pop(name, None)
-            raise WireError(404, not_found) from None
+            raise RequestNotFound(not_found) from None
         except KubeUnavailable as exc:
             job = self._jobs.get(name)
             if job is None:
-                raise WireError(500, str(exc)) from None
+                raise Internal(str(exc)) from None
             log.warning("%s: status answered from memory: the API server is unavailable (%s)", name, exc)
             dm = copy.deepcopy(job.writer.obj)  # what we last wrote, with the progress we have seen since
             dm.setdefault("status", {})["commandStatus"] = copy.deepcopy(job.cmd_status)
             return dm
         except KubeError as exc:
-            raise WireError(500, str(exc)) from None
+            raise Internal(str(exc)) from None
 
     def active(self) -> List[str]:
         return sorted(self._jobs)
