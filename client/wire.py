@@ -58,7 +58,6 @@ ERR_REQUEST_NOT_FOUND = "request not found"
 ERR_NOT_FOUND_AFTER_WAIT = "request not found after waiting for completion"
 ERR_NOT_IN_WORKFLOW = "request does not belong to workflow"
 ERR_CANCEL_PREFIX = "unable to cancel request: "
-ERR_LIST_PREFIX = "unable to list requests: "
 ERR_SHUTDOWN_BUSY = "unable to shutdown server: requests in progress"
 
 # Status JSON vocabulary (reference DataMovementStatusResponse_v1_0).

@@ -61,7 +61,7 @@ class BaseHandler(tornado.web.RequestHandler):
     """
 
     SUPPORTED_METHODS = _AnyMethod(("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS"))  # type: ignore[assignment]
-    method = "GET"  # the one this route accepts
+    method = wire.METHODS[wire.HELLO]  # the one this route accepts (set per route below)
     _refusal: Optional[ApiError] = None
 
     def initialize(self, driver: Driver, verifier: Optional[TokenVerifier], on_shutdown: Callable[[], None]) -> None:
@@ -179,7 +179,7 @@ class HelloHandler(BaseHandler):
 
 
 class TrialHandler(BaseHandler):
-    method = "POST"
+    method = wire.METHODS[wire.TRIAL]
     _body: Optional[bytearray] = None  # None once the body is too large
 
     def check(self) -> None:
@@ -249,7 +249,7 @@ class StatusHandler(BaseHandler):
 
 
 class CancelHandler(BaseHandler):
-    method = "DELETE"
+    method = wire.METHODS[wire.CANCEL_PREFIX]
 
     async def serve(self) -> None:
         name = wire.request_name(self.request.path)
@@ -260,7 +260,7 @@ class CancelHandler(BaseHandler):
 
 
 class ShutdownHandler(BaseHandler):
-    method = "POST"
+    method = wire.METHODS[wire.SHUTDOWN]
 
     async def serve(self) -> None:
         if self.driver.active():
