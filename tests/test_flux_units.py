@@ -364,7 +364,7 @@ def test_a_secret_read_in_flight_across_a_reconfigure_is_read_again_not_failed(l
     old_reader, new_reader = logic.reader, Reader()
     assert len(old_reader.calls) == 1
     logic.attach(2, new_reader, dict)  # new Kubernetes settings: the old client is closed
-    old_reader.finish(None, KubeError(0, "Kubernetes API unreachable: client closed"))
+    old_reader.finish(None, KubeError("Kubernetes API unreachable: client closed"))
     assert logic.handle.for_msg(msg) == []  # not failed by the old client's error
     logic.on_synced(2, [workflow(50)], "v1alpha7")
     assert len(new_reader.calls) == 1

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from support import Material, ServerProcess, server_args
 
 IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| ( *)(\S+)$", re.M)
@@ -68,3 +69,42 @@ def test_a_started_server_has_imported_no_httpx(tmp_path):
         assert "copy_offload.server.app" in modules, driver
         assert not {name for name in modules if name.split(".")[0] in ("httpx", "httpcore", "tqdm", "rich")}, driver
         assert "copy_offload.client.client" not in modules, driver
+
+
+def _kubeconfig(path, host: str) -> str:
+    path.write_text("apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+                    "clusters: [{name: k, cluster: {server: '%s'}}]\n"
+                    "users: [{name: u, user: {token: t}}]\n"
+                    "contexts: [{name: c, context: {cluster: k, user: u}}]\n" % host)
+    return str(path)
+
+
+def test_one_kubernetes_precedence_on_both_sides(tmp_path, monkeypatch):
+    """The server's loader and the Flux side's pick the same file in the same order."""
+    from copy_offload.flux import kube as flux_kube
+    from copy_offload.server import kube as server_kube
+
+    home = tmp_path / "home"
+    (home / ".kube").mkdir(parents=True)
+    _kubeconfig(home / ".kube" / "config", "https://home.example:1")
+    env_file = _kubeconfig(tmp_path / "env", "https://env.example:2")
+    flag_file = _kubeconfig(tmp_path / "flag", "https://flag.example:3")
+    monkeypatch.setenv("HOME", str(home))
+
+    def hosts(flag, environ):
+        server_cfg, _ = server_kube.load_configuration(flag, environ=environ)
+        flux_cfg = flux_kube.load_configuration(flag or "", environ=environ)
+        return server_cfg.host, flux_cfg.host
+
+    in_pod = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    assert hosts(flag_file, {"KUBECONFIG": env_file, **in_pod}) == ("https://flag.example:3",) * 2
+    assert hosts(None, {"KUBECONFIG": env_file, **in_pod}) == ("https://env.example:2",) * 2
+    assert hosts(None, {}) == ("https://home.example:1",) * 2
+    # In a pod (no service-account files here), in-cluster comes before ~/.kube/config: both fail
+    # with the same shape of error instead of quietly reading the home file.
+    with pytest.raises(server_kube.KubeError) as server_err:
+        server_kube.load_configuration(None, environ=in_pod)
+    with pytest.raises(flux_kube.KubeError) as flux_err:
+        flux_kube.load_configuration("", environ=in_pod)
+    for err in (server_err.value, flux_err.value):
+        assert "Kubernetes configuration" in err.message and not err.status
