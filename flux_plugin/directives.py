@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any, List, Set
 
-COPY_OFFLOAD = "copy-offload"
+from copy_offload.flux.vocabulary import DIRECTIVE_WORD as COPY_OFFLOAD
+
 USER_CONTAINER_AUTH = "user-container-auth"
 TOKEN_WORDS = frozenset({COPY_OFFLOAD, USER_CONTAINER_AUTH})
 

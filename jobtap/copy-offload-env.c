@@ -37,6 +37,9 @@
 
 #define ENV_EVENT "copy-offload-env"
 #define PROLOG_NAME "copy-offload"
+/* flux_plugin/vocabulary.py holds the same words (a test compares). */
+#define VARIABLES_KEY "variables"
+#define SHELL_OPTION "copy-offload"
 #define DEFAULT_TIMEOUT 60.
 
 static int set_variables (flux_shell_t *shell, json_t *variables)
@@ -87,7 +90,7 @@ static int check_entry (flux_shell_t *shell, const char *text)
         return -1;
     }
     if (!strcmp (name, ENV_EVENT)) {
-        rc = set_variables (shell, json_object_get (context, "variables"))
+        rc = set_variables (shell, json_object_get (context, VARIABLES_KEY))
              < 0 ? -1 : 1;
     }
     else if (!strcmp (name, "prolog-finish")) {
@@ -185,7 +188,7 @@ static int init_cb (flux_plugin_t *p,
         return -1;
     if (!dw)
         return 0;
-    if (flux_shell_getopt_unpack (shell, "copy-offload", "{s?F}",
+    if (flux_shell_getopt_unpack (shell, SHELL_OPTION, "{s?F}",
                                   "timeout", &timeout) < 0
         || timeout <= 0.) {
         shell_log_error ("-o copy-offload.timeout must be a positive number "

@@ -108,3 +108,24 @@ def test_one_kubernetes_precedence_on_both_sides(tmp_path, monkeypatch):
         flux_kube.load_configuration("", environ=in_pod)
     for err in (server_err.value, flux_err.value):
         assert "Kubernetes configuration" in err.message and not err.status
+
+
+DEFINE = re.compile(r'^#define\s+(\w+)\s+"([^"]*)"', re.M)
+
+
+def test_the_c_plugins_spell_the_flux_vocabulary_as_the_python_side():
+    from copy_offload.flux import vocabulary
+
+    jobtap = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobtap")
+    for source, expected in vocabulary.C_DEFINES.items():
+        with open(os.path.join(jobtap, source)) as f:
+            defines = dict(DEFINE.findall(f.read()))
+        for name, word in expected.items():
+            assert defines.get(name) == word, "%s: #define %s is %r, vocabulary.py says %r" % (
+                source, name, defines.get(name), word)
+    # The C plugins use their names, not the words again (a literal would escape this check).
+    with open(os.path.join(jobtap, "copy-offload.c")) as f:
+        body = f.read().split("#define DIRECTIVE_WORD", 1)[1]
+    for word in (vocabulary.TOPIC_PREPARE, vocabulary.TOPIC_FORGET):
+        assert '"%s"' % word not in body
+    assert vocabulary.TOPIC_PREPARE.startswith(vocabulary.SERVICE + ".")
