@@ -26,6 +26,7 @@ import asyncio
 import collections
 import contextlib
 import copy
+import dataclasses
 import functools
 import logging
 import os
@@ -108,11 +109,9 @@ class NnfDriver(Driver):
                         mpi_hostfile=self.settings.mpi_hostfile)
         self.planner = Planner(kube, reads=self.reads, **planning)
         self.direct_planner = Planner(kube, **planning)  # when a cached answer led to a refusal: ask again
-        self._jobs: Dict[str, CopyJob] = {}
-        self._tasks: Dict[str, asyncio.Task[Any]] = {}
+        self._running: Dict[str, _Running] = {}  # each running request's one record: its job and its task
         self._completions = Completions()
         self._completed: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._started = False
         self.recovered: List[str] = []
         self.processes = Processes(spawn_threads=4, run_threads=16)
 
@@ -133,16 +132,16 @@ class NnfDriver(Driver):
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        """Settle this Workflow's requests left unfinished by an earlier server process (once).
+    async def recover(self) -> None:
+        """Settle this Workflow's requests left unfinished by an earlier server process.
+
+        ``create_nnf_driver`` runs it once, before the driver is handed out (the server's
+        ``Driver.start`` has nothing left to do for this driver).
 
         A copy that is still running is adopted (watched to its end, its real result
         recorded); one that ended while no server ran gets the result it left behind; for
         the rest the status says that the result is unknown. Run dirs left behind go.
         """
-        if self._started:
-            return
-        self._started = True
         selector = "%s=%s,%s=%s,%s" % (WF_NAME, self.workflow_name, WF_NAMESPACE, self.workflow_namespace, INITIATOR)
         loop = asyncio.get_running_loop()
         records = await loop.run_in_executor(None, _run_records, self.settings.hostfile_dir)
@@ -183,8 +182,7 @@ class NnfDriver(Driver):
         self.recovered.append(name)
         log.warning("%s: left by a previous server process; %s", name,
                     "its copy still runs (pid %s): watching it to its end" % pid if running else "recording how its copy ended")
-        self._jobs[name] = job
-        self._tasks[name] = asyncio.ensure_future(self._drive(job, os.path.join(run_dir, "hostfile")))
+        self._launch(self._register(name, job), os.path.join(run_dir, "hostfile"))
 
     async def _mark_unknown(self, name: str, dm: Dict[str, Any]) -> None:
         stamp = micro_time(now())
@@ -208,9 +206,9 @@ class NnfDriver(Driver):
 
     async def close(self) -> None:
         """Stop what still runs (the server refuses shutdown while requests are active), then let go."""
-        for job in list(self._jobs.values()):
-            job.cancel()
-        tasks = list(self._tasks.values())
+        for running in list(self._running.values()):
+            running.job.cancel()
+        tasks = [running.task for running in self._running.values() if running.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=self.settings.cancel_wait)
         self.processes.close()
@@ -256,9 +254,9 @@ class NnfDriver(Driver):
             except KubeError as exc:
                 await self._abandon(writer, "unable to record the start of the request: %s" % exc)
                 raise Internal(str(exc)) from None
-            self._jobs[name] = job
+            running = self._register(name, job)
             await job.spawn()
-            self._tasks[name] = asyncio.ensure_future(self._drive(job, hostfile))
+            self._launch(running, hostfile)
             keep_hostfile = True
         except KubeError as exc:
             raise Internal(str(exc)) from None
@@ -319,6 +317,17 @@ class NnfDriver(Driver):
         except KubeError as exc:
             log.error("%s/%s: %s; and it cannot be marked failed: %s", writer.namespace, writer.name, reason, exc)
 
+    def _register(self, name: str, job: CopyJob) -> _Running:
+        running = self._running[name] = _Running(job)
+        return running
+
+    def _launch(self, running: _Running, hostfile: str) -> None:
+        running.task = asyncio.ensure_future(self._drive(running.job, hostfile))
+
+    def _job(self, name: str) -> Optional[CopyJob]:
+        running = self._running.get(name)
+        return None if running is None else running.job
+
     async def _drive(self, job: CopyJob, hostfile: str) -> None:
         try:
             await job.run()
@@ -327,8 +336,7 @@ class NnfDriver(Driver):
         finally:
             self._completions.done(job.name)
             self._remember_completed(job.name)
-            self._jobs.pop(job.name, None)
-            self._tasks.pop(job.name, None)
+            self._running.pop(job.name, None)
             job.finished.set()
             await asyncio.get_running_loop().run_in_executor(None, _remove_hostfile_dir, hostfile)
 
@@ -353,7 +361,7 @@ class NnfDriver(Driver):
         if labels.get(WF_NAME) != self.workflow_name or labels.get(WF_NAMESPACE) != self.workflow_namespace:
             raise BadRequest(wire.ERR_NOT_IN_WORKFLOW)
         ended = bool((dm.get("status") or {}).get("endTime"))
-        if not ended and max_wait_secs != 0 and (name in self._jobs or self._completions.is_done(name)):
+        if not ended and max_wait_secs != 0 and (name in self._running or self._completions.is_done(name)):
             await self._completions.wait(name, max_wait_secs)
             remembered = self._ended_in_memory(name)
             if remembered is not None:
@@ -361,7 +369,7 @@ class NnfDriver(Driver):
             dm = await self._get_for_status(namespace, dm_name, name, wire.ERR_NOT_FOUND_AFTER_WAIT)
         state = request_state(dm)
         shown_done = state.finished and (state.start_time is not None or state.status == "Invalid")  # not "pending"
-        if shown_done and (dm.get("status") or {}).get("endTime") and name not in self._jobs:
+        if shown_done and (dm.get("status") or {}).get("endTime") and name not in self._running:
             self._completions.forget(name)
             self._completed.pop(name, None)
         return state
@@ -371,7 +379,7 @@ class NnfDriver(Driver):
 
         The resource still says ``Running`` (the API server may be down); what we know is truer.
         """
-        job = self._jobs.get(name)
+        job = self._job(name)
         if job is None or job.final is None:
             return None
         dm = copy.deepcopy(job.writer.obj)
@@ -387,7 +395,7 @@ class NnfDriver(Driver):
             self._completed.pop(name, None)
             raise RequestNotFound(not_found) from None
         except KubeUnavailable as exc:
-            job = self._jobs.get(name)
+            job = self._job(name)
             if job is None:
                 raise Internal(str(exc)) from None
             log.warning("%s: status answered from memory: the API server is unavailable (%s)", name, exc)
@@ -398,10 +406,10 @@ class NnfDriver(Driver):
             raise Internal(str(exc)) from None
 
     def active(self) -> List[str]:
-        return sorted(self._jobs)
+        return sorted(self._running)
 
     async def cancel(self, name: str) -> bool:
-        job = self._jobs.get(name)
+        job = self._job(name)
         if job is None:
             return name in self._completed
         log.info("%s: cancelling", name)
@@ -409,6 +417,14 @@ class NnfDriver(Driver):
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(job.finished.wait(), self.settings.cancel_wait)
         return True
+
+
+@dataclasses.dataclass
+class _Running:
+    """A running request: its job (state, process, writer) and the task that drives it to its end."""
+
+    job: CopyJob
+    task: Optional[asyncio.Task[None]] = None
 
 
 def request_state(dm: Dict[str, Any]) -> RequestState:
@@ -523,7 +539,7 @@ async def create_nnf_driver(*, workflow_name: str, workflow_namespace: str, node
             raise NnfStartupError("Failed to retrieve my own NnfNode %s/nnf-nlc: %s" % (node_name, exc)) from None
         driver = NnfDriver(kube, kinds, workflow_name=workflow_name, workflow_namespace=workflow_namespace,
                            node_name=node_name, settings=settings)
-        await driver.start()
+        await driver.recover()
         loop = asyncio.get_running_loop()
         driver.reads.start()
         if not await loop.run_in_executor(None, driver.reads.wait_synced, settings.cache_sync_wait):
