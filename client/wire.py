@@ -73,14 +73,21 @@ STATUS_FAILED = "failed"
 STATUS_CANCELLED = "cancelled"
 STATUS_UNKNOWN = "unknown status"
 
-# The NnfDataMovement condition vocabulary that the status JSON is mapped from.
-RESOURCE_STATES = {"": STATE_UNKNOWN, "Starting": STATE_STARTING, "Running": STATE_RUNNING, "Finished": STATE_COMPLETED}
+# The NnfDataMovement words a driver's RequestState speaks, and the status JSON they map to.
+RES_STARTING = "Starting"
+RES_RUNNING = "Running"
+RES_FINISHED = "Finished"
+RES_SUCCESS = "Success"
+RES_FAILED = "Failed"
+RES_INVALID = "Invalid"
+RES_CANCELLED = "Cancelled"
+RESOURCE_STATES = {"": STATE_UNKNOWN, RES_STARTING: STATE_STARTING, RES_RUNNING: STATE_RUNNING, RES_FINISHED: STATE_COMPLETED}
 RESOURCE_STATUSES = {
     "": STATUS_UNKNOWN,
-    "Success": STATUS_SUCCESS,
-    "Failed": STATUS_FAILED,
-    "Invalid": STATUS_INVALID,
-    "Cancelled": STATUS_CANCELLED,
+    RES_SUCCESS: STATUS_SUCCESS,
+    RES_FAILED: STATUS_FAILED,
+    RES_INVALID: STATUS_INVALID,
+    RES_CANCELLED: STATUS_CANCELLED,
 }
 
 
@@ -531,12 +538,12 @@ class RequestState:
 
     @property
     def finished(self) -> bool:
-        return self.state == "Finished"
+        return self.state == RES_FINISHED
 
 
 def status_document(rec: RequestState) -> Dict[str, Any]:
     """The status JSON object for ``rec``; raises WireError(500) for an unknown state/status."""
-    if rec.start_time is None and rec.status != "Invalid":
+    if rec.start_time is None and rec.status != RES_INVALID:
         return {"state": STATE_PENDING, "status": STATUS_UNKNOWN}
     if rec.state not in RESOURCE_STATES:
         raise WireError(500, "failed to decode returned state")

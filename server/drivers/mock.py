@@ -37,7 +37,7 @@ PROGRESS_INTERVAL = 1.0
 class _MockRequest:
     def __init__(self, name: str, command: str) -> None:
         self.name = name
-        self.state = RequestState(state="Running", command="/bin/bash -c " + command,
+        self.state = RequestState(state=wire.RES_RUNNING, command="/bin/bash -c " + command,
                                   start_time=dt.datetime.now(dt.timezone.utc), start_time_text=START_TIME_TEXT)
         self.process: asyncio.subprocess.Process | None = None
         self.cancelled = False

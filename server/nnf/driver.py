@@ -153,7 +153,7 @@ class NnfDriver(Driver):
         adopted = set()
         for dm in leftovers:
             meta, status = dm.get("metadata") or {}, dm.get("status") or {}
-            if not str(meta.get("name", "")).startswith(NAME_BASE) or status.get("state") == "Finished":
+            if not str(meta.get("name", "")).startswith(NAME_BASE) or status.get("state") == wire.RES_FINISHED:
                 continue
             if (meta.get("labels") or {}).get(INITIATOR) in ("copy_in", "copy_out"):
                 continue
@@ -190,8 +190,8 @@ class NnfDriver(Driver):
         def mutate(st: Dict[str, Any]) -> None:
             st.setdefault("startTime", stamp)
             st["endTime"] = stamp
-            st["state"] = "Finished"
-            st["status"] = "Failed"
+            st["state"] = wire.RES_FINISHED
+            st["status"] = wire.RES_FAILED
             st["message"] = RESTART_MESSAGE
             st["error"] = {"userMessage": RESTART_MESSAGE, "debugMessage": RESTART_MESSAGE, "type": "Internal", "severity": "Fatal"}
 
@@ -310,7 +310,7 @@ class NnfDriver(Driver):
 
         def mutate(st: Dict[str, Any]) -> None:
             st.setdefault("startTime", stamp)
-            st.update({"endTime": stamp, "state": "Finished", "status": "Failed", "message": reason})
+            st.update({"endTime": stamp, "state": wire.RES_FINISHED, "status": wire.RES_FAILED, "message": reason})
 
         try:
             await writer.write(mutate)
@@ -368,7 +368,7 @@ class NnfDriver(Driver):
                 return remembered
             dm = await self._get_for_status(namespace, dm_name, name, wire.ERR_NOT_FOUND_AFTER_WAIT)
         state = request_state(dm)
-        shown_done = state.finished and (state.start_time is not None or state.status == "Invalid")  # not "pending"
+        shown_done = state.finished and (state.start_time is not None or state.status == wire.RES_INVALID)  # not "pending"
         if shown_done and (dm.get("status") or {}).get("endTime") and name not in self._running:
             self._completions.forget(name)
             self._completed.pop(name, None)
