@@ -17,9 +17,24 @@
  *  prolog-finish, at start, at clean or at a fatal exception.  A job never
  *  waits long when the jobtap plugin is missing: start comes at once.
  *
+ * Job lifecycle (the logic is Python: 'flux copy-offload shell', run as a
+ * child process whose stdout lines are "env NAME=VALUE", "info TEXT",
+ * "warn TEXT" or "error TEXT"):
+ *  - shell.init, for a job with -o copy-offload.local-server: the helper
+ *    starts a per-job copy-offload-server on this node and prints the
+ *    variables every task gets (a failure fails the job).
+ *  - shell.finish (once every local task has exited, before the shell
+ *    exits, so the job's finish event waits): for dw jobs and per-job
+ *    server jobs the helper drains the job's copy-offload server, records
+ *    each copy's outcome in the job's guest KVS and stops a per-job server.
+ *  The helper gets the shell's environment plus the job's copy-offload
+ *  variables (token included; never logged here).
+ *
  * Options (shell options, -o copy-offload.timeout=N):
  *   copy-offload.timeout  seconds to wait for the next eventlog entry
  *                         (default 60), a guard against a stuck KVS.
+ *   copy-offload.local-server, .drain, .drain-timeout: read by the helper
+ *                         (docs/flux.md).
  *
  * Install in the shell plugin directory
  * (pkg-config --variable=fluxshellpluginpath flux-core): the default
@@ -30,7 +45,13 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <jansson.h>
 #include <flux/core.h>
 #include <flux/shell.h>
@@ -38,6 +59,17 @@
 #define ENV_EVENT "copy-offload-env"
 #define PROLOG_NAME "copy-offload"
 #define DEFAULT_TIMEOUT 60.
+#ifndef COPY_OFFLOAD_FLUX
+#define COPY_OFFLOAD_FLUX "flux"
+#endif
+
+/* The job's variables the helper needs (the shell's own environment lacks
+ * them: they were set for the tasks).
+ */
+static const char *helper_vars[] = {
+    "DW_WORKFLOW_TOKEN", "NNF_CONTAINER_LAUNCHER", "NNF_CONTAINER_PORTS",
+    "COPY_OFFLOAD_CA_FILE", "FLUX_JOB_TMPDIR", "HOME", NULL,
+};
 
 static int set_variables (flux_shell_t *shell, json_t *variables)
 {
@@ -163,46 +195,187 @@ static int read_env_event (flux_shell_t *shell, flux_t *h, flux_jobid_t id,
     return rc < 0 ? -1 : 0;
 }
 
+/* Act on one line of the helper's output. */
+static void helper_line (flux_shell_t *shell, char *line, bool want_env)
+{
+    size_t len = strlen (line);
+    char *eq;
+
+    if (len > 0 && line[len - 1] == '\n')
+        line[len - 1] = '\0';
+    if (!strncmp (line, "env ", 4) && want_env && (eq = strchr (line + 4, '='))) {
+        *eq = '\0';
+        if (flux_shell_setenvf (shell, 1, line + 4, "%s", eq + 1) < 0)
+            shell_log_errno ("setting %s", line + 4);
+    }
+    else if (!strncmp (line, "info ", 5))
+        shell_log ("%s", line + 5);
+    else if (!strncmp (line, "warn ", 5))
+        shell_warn ("%s", line + 5);
+    else if (!strncmp (line, "error ", 6))
+        shell_log_error ("%s", line + 6);
+}
+
+/* What both callbacks need to know of the job.  'options' is the job's
+ * -o copy-offload object as JSON, owned by this struct (NULL when absent).
+ */
+struct job {
+    json_int_t id;
+    int rank;
+    bool dw;
+    char *options;
+};
+
+/* Run 'flux copy-offload shell ACTION ...', feed its lines to helper_line()
+ * and return 0 if it exited 0.  Blocks: at shell.init the tasks are not
+ * started yet, at shell.finish they have all exited.
+ */
+static int run_helper (flux_shell_t *shell, const char *action,
+                       const struct job *job)
+{
+    char idbuf[32], rankbuf[16];
+    int fds[2];
+    pid_t pid;
+    FILE *out;
+    char *line = NULL;
+    size_t size = 0;
+    int status;
+
+    snprintf (idbuf, sizeof (idbuf), "%ju", (uintmax_t)job->id);
+    snprintf (rankbuf, sizeof (rankbuf), "%d", job->rank);
+    if (pipe (fds) < 0 || (pid = fork ()) < 0) {
+        shell_log_errno ("cannot run the copy-offload helper");
+        return -1;
+    }
+    if (pid == 0) {
+        for (int i = 0; helper_vars[i]; i++) {
+            const char *value = flux_shell_getenv (shell, helper_vars[i]);
+            if (value)
+                setenv (helper_vars[i], value, 1);
+        }
+        dup2 (fds[1], STDOUT_FILENO);
+        close (fds[0]);
+        close (fds[1]);
+        execlp (COPY_OFFLOAD_FLUX, "flux", "copy-offload", "shell", action,
+                "--jobid", idbuf, "--rank", rankbuf,
+                "--options", job->options ? job->options : "{}",
+                job->dw ? "--dw" : "--no-dw", (char *)NULL);
+        fprintf (stderr, "copy-offload: cannot run %s: %s\n",
+                 COPY_OFFLOAD_FLUX, strerror (errno));
+        _exit (127);
+    }
+    close (fds[1]);
+    /* 'out' and 'line' are ours until the end of this function. */
+    if (!(out = fdopen (fds[0], "r"))) {
+        close (fds[0]);
+        shell_log_errno ("reading the copy-offload helper");
+    }
+    else {
+        while (getline (&line, &size, out) >= 0)
+            helper_line (shell, line, !strcmp (action, "start"));
+        free (line);
+        fclose (out);
+    }
+    while (waitpid (pid, &status, 0) < 0) {
+        if (errno != EINTR) {
+            shell_log_errno ("waiting for the copy-offload helper");
+            return -1;
+        }
+    }
+    if (!WIFEXITED (status) || WEXITSTATUS (status) != 0) {
+        shell_log_error ("copy-offload helper '%s' failed (%s %d)", action,
+                         WIFEXITED (status) ? "exit" : "signal",
+                         WIFEXITED (status) ? WEXITSTATUS (status)
+                                            : WTERMSIG (status));
+        return -1;
+    }
+    return 0;
+}
+
+static int job_facts (flux_shell_t *shell, struct job *job)
+{
+    json_t *dwattr = NULL;
+
+    job->options = NULL;
+    if (!shell
+        || flux_shell_info_unpack (shell,
+                                   "{s:I s:i s:{s?{s?{s?o}}}}",
+                                   "jobid", &job->id,
+                                   "rank", &job->rank,
+                                   "jobspec",
+                                     "attributes",
+                                       "system",
+                                         "dw", &dwattr) < 0
+        || flux_shell_getopt (shell, "copy-offload", &job->options) < 0)
+        return -1;
+    job->dw = dwattr != NULL;
+    return 0;
+}
+
+static bool wants_local_server (const struct job *job)
+{
+    json_t *o = job->options ? json_loads (job->options, 0, NULL) : NULL;
+    bool yes = o && json_object_get (o, "local-server") != NULL;
+
+    json_decref (o);
+    return yes;
+}
+
 static int init_cb (flux_plugin_t *p,
                     const char *topic,
                     flux_plugin_arg_t *args,
                     void *data)
 {
     flux_shell_t *shell = flux_plugin_get_shell (p);
-    json_t *dw = NULL;
-    json_int_t id;
+    struct job job;
     double timeout = DEFAULT_TIMEOUT;
     flux_t *h;
+    int rc = 0;
 
-    if (!shell
-        || flux_shell_info_unpack (shell,
-                                   "{s:I s:{s?{s?{s?o}}}}",
-                                   "jobid", &id,
-                                   "jobspec",
-                                     "attributes",
-                                       "system",
-                                         "dw", &dw) < 0)
-        return -1;
-    if (!dw)
-        return 0;
-    if (flux_shell_getopt_unpack (shell, "copy-offload", "{s?F}",
-                                  "timeout", &timeout) < 0
-        || timeout <= 0.) {
-        shell_log_error ("-o copy-offload.timeout must be a positive number "
-                         "of seconds");
+    if (job_facts (shell, &job) < 0) {
+        free (job.options);
         return -1;
     }
-    if (!(h = flux_shell_get_flux (shell))) {
-        shell_log_errno ("no Flux handle");
-        return -1;
+    if (job.dw) {
+        if (flux_shell_getopt_unpack (shell, "copy-offload", "{s?F}",
+                                      "timeout", &timeout) < 0
+            || timeout <= 0.) {
+            shell_log_error ("-o copy-offload.timeout must be a positive "
+                             "number of seconds");
+            rc = -1;
+        }
+        else if (!(h = flux_shell_get_flux (shell))) {
+            shell_log_errno ("no Flux handle");
+            rc = -1;
+        }
+        else
+            rc = read_env_event (shell, h, (flux_jobid_t)job.id, timeout);
     }
-    return read_env_event (shell, h, (flux_jobid_t)id, timeout);
+    if (rc == 0 && wants_local_server (&job))
+        rc = run_helper (shell, "start", &job);
+    free (job.options);
+    return rc;
+}
+
+static int finish_cb (flux_plugin_t *p,
+                      const char *topic,
+                      flux_plugin_arg_t *args,
+                      void *data)
+{
+    flux_shell_t *shell = flux_plugin_get_shell (p);
+    struct job job;
+
+    if (job_facts (shell, &job) == 0 && (job.dw || wants_local_server (&job)))
+        (void)run_helper (shell, "finish", &job);
+    free (job.options);
+    return 0;
 }
 
 int flux_plugin_init (flux_plugin_t *p)
 {
     if (flux_plugin_set_name (p, FLUX_SHELL_PLUGIN_NAME) < 0
-        || flux_plugin_add_handler (p, "shell.init", init_cb, NULL) < 0)
+        || flux_plugin_add_handler (p, "shell.init", init_cb, NULL) < 0
+        || flux_plugin_add_handler (p, "shell.finish", finish_cb, NULL) < 0)
         return -1;
     return 0;
 }
