@@ -19,6 +19,7 @@ Example (every key optional; these are the defaults)::
     local-roots = []                     # per-job local server: the trees it may copy between
     local-server = "copy-offload-server" # per-job local server: the program (PATH or absolute)
     local-state-dir = "~/.local/state/copy-offload/jobs"   # its records: <dir>/<jobid>/<host>
+    local-profiles = ""                  # per-job local server: a --profiles TOML file ("" = none)
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class ServiceConfig:
     local_roots: Tuple[str, ...] = ()
     local_server: str = "copy-offload-server"
     local_state_dir: str = "~/.local/state/copy-offload/jobs"
+    local_profiles: Optional[str] = None
 
     def env_allowed(self, key: str) -> bool:
         """True when a status.env key is passed to jobs."""
@@ -149,10 +151,11 @@ def parse_config(conf: Optional[Dict[str, Any]]) -> ServiceConfig:
         local_roots=_roots(table, "local-roots"),
         local_server=_nonempty(table, "local-server", d.local_server),
         local_state_dir=_nonempty(table, "local-state-dir", d.local_state_dir),
+        local_profiles=_str(table, "local-profiles", None) or None,
     )
 
 
-FILE_KEYS = ("kubeconfig", "local-roots", "local-server", "local-state-dir")
+FILE_KEYS = ("kubeconfig", "local-roots", "local-server", "local-state-dir", "local-profiles")
 
 
 def config_summary(cfg: ServiceConfig, *, files: bool = True) -> Dict[str, Any]:

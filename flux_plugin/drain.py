@@ -121,7 +121,7 @@ def drain(client: Any, limit: float, say: Callable[[str], None], *,
           known: Iterable[str] = (), clock: Callable[[], float] = time.monotonic) -> DrainResult:
     """Wait for every active request of ``client``'s server, for at most ``limit`` seconds.
 
-    ``say`` gets one line per copy waited for. ``known`` names requests the job made that may
+    ``say`` gets a line naming the copies it waits for, then one line per copy as it ends. ``known`` names requests the job made that may
     have finished already (the per-job server's records); their outcome is looked up too.
     A request that vanishes while waited for (a server that reaps finished requests) is
     recorded with the state it was last seen in.
@@ -132,6 +132,7 @@ def drain(client: Any, limit: float, say: Callable[[str], None], *,
     deadline = start + limit
     outcomes: Dict[str, Outcome] = {}
     left: List[str] = []
+    announced = False
     while True:
         active = [n for n in client.list() if n not in outcomes]
         if not active:
@@ -140,6 +141,10 @@ def drain(client: Any, limit: float, say: Callable[[str], None], *,
         left = active
         if clock() >= deadline:
             break
+        if not announced:
+            say(f"waiting for {len(active)} running copies (at most {limit:g}s): "
+                f"{', '.join(active)}")
+            announced = True
         for name in active:
             remaining = deadline - clock()
             if remaining <= 0:

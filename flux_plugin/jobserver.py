@@ -83,7 +83,8 @@ def _wait_ready(proc: subprocess.Popen, log_path: str, timeout: float,
 
 
 def start(*, jobid: str, job_tmpdir: str, roots: Sequence[str], program: str,
-          state_base: str, timeout: float = START_TIMEOUT) -> Dict[str, str]:
+          state_base: str, profiles: Optional[str] = None,
+          timeout: float = START_TIMEOUT) -> Dict[str, str]:
     """Start the server; return the variables the job's tasks need (token among them)."""
     if not roots:
         raise JobServerError("the site allows the per-job server no directories "
@@ -105,6 +106,8 @@ def start(*, jobid: str, job_tmpdir: str, roots: Sequence[str], program: str,
                        "--state-dir", records]
     for root in roots:
         args += ["--allow-root", root]
+    if profiles:
+        args += ["--profiles", profiles]
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("NNF_", "DW_", "TLS_", "TOKEN_KEY"))}
     with open(log_path, "ab") as log:

@@ -81,7 +81,8 @@ def do_start(cfg: ServiceConfig, args: argparse.Namespace) -> int:
         return 1
     try:
         env = jobserver.start(jobid=args.jobid, job_tmpdir=tmpdir, roots=cfg.local_roots,
-                              program=cfg.local_server, state_base=cfg.local_state_dir)
+                              program=cfg.local_server, state_base=cfg.local_state_dir,
+                              profiles=cfg.local_profiles)
     except (jobserver.JobServerError, OSError) as exc:
         say("error", f"per-job server: {exc}")
         return 1
