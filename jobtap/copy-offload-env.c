@@ -54,11 +54,15 @@
 #include <sys/wait.h>
 #include <jansson.h>
 #include <flux/core.h>
+
+extern char **environ;
 #include <flux/shell.h>
 
 #define ENV_EVENT "copy-offload-env"
 #define PROLOG_NAME "copy-offload"
 #define DEFAULT_TIMEOUT 60.
+#define HELPER_AUX "copy-offload::helper"
+#define DRAIN_REF "copy-offload::drain"
 #ifndef COPY_OFFLOAD_FLUX
 #define COPY_OFFLOAD_FLUX "flux"
 #endif
@@ -195,14 +199,19 @@ static int read_env_event (flux_shell_t *shell, flux_t *h, flux_jobid_t id,
     return rc < 0 ? -1 : 0;
 }
 
-/* Act on one line of the helper's output. */
-static void helper_line (flux_shell_t *shell, char *line, bool want_env)
+/* Act on one line of the helper's output ('len' bytes, newline or not). */
+static void helper_line (flux_shell_t *shell, const char *text, int len,
+                         bool want_env)
 {
-    size_t len = strlen (line);
-    char *eq;
+    char *line, *eq;
 
-    if (len > 0 && line[len - 1] == '\n')
-        line[len - 1] = '\0';
+    /* 'line' is ours: a NUL-terminated copy without the newline. */
+    if (len > 0 && text[len - 1] == '\n')
+        len--;
+    if (!(line = strndup (text, len))) {
+        shell_log_errno ("reading the copy-offload helper");
+        return;
+    }
     if (!strncmp (line, "env ", 4) && want_env && (eq = strchr (line + 4, '='))) {
         *eq = '\0';
         if (flux_shell_setenvf (shell, 1, line + 4, "%s", eq + 1) < 0)
@@ -214,6 +223,9 @@ static void helper_line (flux_shell_t *shell, char *line, bool want_env)
         shell_warn ("%s", line + 5);
     else if (!strncmp (line, "error ", 6))
         shell_log_error ("%s", line + 6);
+    else if (len > 0)
+        shell_warn ("helper: %s", line);  /* its stderr, e.g. a Python error */
+    free (line);
 }
 
 /* What both callbacks need to know of the job.  'options' is the job's
@@ -226,23 +238,43 @@ struct job {
     char *options;
 };
 
-/* Run 'flux copy-offload shell ACTION ...', feed its lines to helper_line()
- * and return 0 if it exited 0.  Blocks: at shell.init the tasks are not
- * started yet, at shell.finish they have all exited.
+/* argv for 'flux copy-offload shell ACTION ...' (strings borrowed from the
+ * caller's buffers and 'job'); returns argc.
  */
-static int run_helper (flux_shell_t *shell, const char *action,
-                       const struct job *job)
+static int helper_args (const char *argv0, const char *action,
+                        const struct job *job, char *idbuf, size_t idlen,
+                        char *rankbuf, size_t ranklen, const char *argv[12])
+{
+    snprintf (idbuf, idlen, "%ju", (uintmax_t)job->id);
+    snprintf (rankbuf, ranklen, "%d", job->rank);
+    const char *args[] = {
+        argv0, "copy-offload", "shell", action, "--jobid", idbuf,
+        "--rank", rankbuf, "--options", job->options ? job->options : "{}",
+        job->dw ? "--dw" : "--no-dw", NULL,
+    };
+    memcpy (argv, args, sizeof (args));
+    return 11;
+}
+
+/* shell.init: run the helper and wait for it (the tasks start only after
+ * it has set their variables; the shell's reactor is not running yet).
+ * Returns 0 if it exited 0.
+ */
+static int run_helper_now (flux_shell_t *shell, const char *action,
+                           const struct job *job)
 {
     char idbuf[32], rankbuf[16];
+    const char *argv[12];
     int fds[2];
     pid_t pid;
     FILE *out;
     char *line = NULL;
     size_t size = 0;
+    ssize_t len;
     int status;
 
-    snprintf (idbuf, sizeof (idbuf), "%ju", (uintmax_t)job->id);
-    snprintf (rankbuf, sizeof (rankbuf), "%d", job->rank);
+    helper_args ("flux", action, job, idbuf, sizeof (idbuf), rankbuf, sizeof (rankbuf),
+                 argv);
     if (pipe (fds) < 0 || (pid = fork ()) < 0) {
         shell_log_errno ("cannot run the copy-offload helper");
         return -1;
@@ -254,12 +286,10 @@ static int run_helper (flux_shell_t *shell, const char *action,
                 setenv (helper_vars[i], value, 1);
         }
         dup2 (fds[1], STDOUT_FILENO);
+        dup2 (fds[1], STDERR_FILENO);
         close (fds[0]);
         close (fds[1]);
-        execlp (COPY_OFFLOAD_FLUX, "flux", "copy-offload", "shell", action,
-                "--jobid", idbuf, "--rank", rankbuf,
-                "--options", job->options ? job->options : "{}",
-                job->dw ? "--dw" : "--no-dw", (char *)NULL);
+        execv (COPY_OFFLOAD_FLUX, (char *const *)argv);
         fprintf (stderr, "copy-offload: cannot run %s: %s\n",
                  COPY_OFFLOAD_FLUX, strerror (errno));
         _exit (127);
@@ -271,8 +301,8 @@ static int run_helper (flux_shell_t *shell, const char *action,
         shell_log_errno ("reading the copy-offload helper");
     }
     else {
-        while (getline (&line, &size, out) >= 0)
-            helper_line (shell, line, !strcmp (action, "start"));
+        while ((len = getline (&line, &size, out)) >= 0)
+            helper_line (shell, line, (int)len, true);
         free (line);
         fclose (out);
     }
@@ -290,6 +320,104 @@ static int run_helper (flux_shell_t *shell, const char *action,
         return -1;
     }
     return 0;
+}
+
+/* shell.finish: the helper runs under the shell's reactor, so its lines
+ * reach the job's output as they come and the shell still answers signals
+ * and kill requests; a completion reference keeps the shell (and so the
+ * job's finish event) waiting until it has ended.
+ */
+static void helper_output_cb (flux_subprocess_t *p, const char *stream)
+{
+    flux_shell_t *shell = flux_subprocess_aux_get (p, HELPER_AUX);
+    const char *line;
+    int len;
+
+    /* 'line' borrows from p's buffer until the next read. */
+    while ((len = flux_subprocess_getline (p, stream, &line)) > 0)
+        helper_line (shell, line, len, false);
+}
+
+static void helper_end (flux_subprocess_t *p)
+{
+    flux_shell_t *shell = flux_subprocess_aux_get (p, HELPER_AUX);
+
+    /* p is destroyed here and not touched again; the reference may let the
+     * shell exit, so it goes last.
+     */
+    flux_subprocess_destroy (p);
+    if (flux_shell_remove_completion_ref (shell, DRAIN_REF) < 0)
+        shell_log_errno ("removing the copy-offload completion reference");
+}
+
+static void helper_completion_cb (flux_subprocess_t *p)
+{
+    int status = flux_subprocess_status (p);
+
+    if (!WIFEXITED (status) || WEXITSTATUS (status) != 0)
+        shell_log_error ("copy-offload helper 'finish' failed (%s %d)",
+                         WIFEXITED (status) ? "exit" : "signal",
+                         WIFEXITED (status) ? WEXITSTATUS (status)
+                                            : WTERMSIG (status));
+    helper_end (p);
+}
+
+static void helper_state_cb (flux_subprocess_t *p,
+                             flux_subprocess_state_t state)
+{
+    if (state == FLUX_SUBPROCESS_FAILED) {  /* no completion callback then */
+        shell_log_error ("cannot run %s: %s", COPY_OFFLOAD_FLUX,
+                         flux_subprocess_fail_error (p));
+        helper_end (p);
+    }
+}
+
+static int run_helper_later (flux_shell_t *shell, const char *action,
+                             const struct job *job)
+{
+    char idbuf[32], rankbuf[16];
+    const char *argv[12];
+    int argc = helper_args (COPY_OFFLOAD_FLUX, action, job, idbuf, sizeof (idbuf), rankbuf,
+                            sizeof (rankbuf), argv);
+    flux_subprocess_ops_t ops = {
+        .on_completion = helper_completion_cb,
+        .on_state_change = helper_state_cb,
+        .on_stdout = helper_output_cb,
+        .on_stderr = helper_output_cb,
+    };
+    flux_t *h = flux_shell_get_flux (shell);
+    flux_cmd_t *cmd;
+    flux_subprocess_t *p = NULL;
+
+    /* 'cmd' is ours (flux_local_exec copies it); 'p' is owned by the
+     * callbacks once it exists (helper_end destroys it).
+     */
+    if (!h || !(cmd = flux_cmd_create (argc, (char **)argv, environ))) {
+        shell_log_errno ("cannot run the copy-offload helper");
+        return -1;
+    }
+    for (int i = 0; helper_vars[i]; i++) {
+        const char *value = flux_shell_getenv (shell, helper_vars[i]);
+        if (value && flux_cmd_setenvf (cmd, 1, helper_vars[i], "%s", value) < 0)
+            goto error;
+    }
+    if (flux_cmd_setcwd (cmd, "/") < 0
+        || flux_shell_add_completion_ref (shell, DRAIN_REF) < 0)
+        goto error;
+    if (!(p = flux_local_exec (flux_get_reactor (h), 0, cmd, &ops))
+        || flux_subprocess_aux_set (p, HELPER_AUX, shell, NULL) < 0) {
+        shell_log_errno ("cannot run the copy-offload helper");
+        flux_subprocess_destroy (p);
+        flux_cmd_destroy (cmd);
+        (void)flux_shell_remove_completion_ref (shell, DRAIN_REF);
+        return -1;
+    }
+    flux_cmd_destroy (cmd);
+    return 0;
+error:
+    shell_log_errno ("cannot run the copy-offload helper");
+    flux_cmd_destroy (cmd);
+    return -1;
 }
 
 static int job_facts (flux_shell_t *shell, struct job *job)
@@ -352,7 +480,7 @@ static int init_cb (flux_plugin_t *p,
             rc = read_env_event (shell, h, (flux_jobid_t)job.id, timeout);
     }
     if (rc == 0 && wants_local_server (&job))
-        rc = run_helper (shell, "start", &job);
+        rc = run_helper_now (shell, "start", &job);
     free (job.options);
     return rc;
 }
@@ -366,7 +494,7 @@ static int finish_cb (flux_plugin_t *p,
     struct job job;
 
     if (job_facts (shell, &job) == 0 && (job.dw || wants_local_server (&job)))
-        (void)run_helper (shell, "finish", &job);
+        (void)run_helper_later (shell, "finish", &job);
     free (job.options);
     return 0;
 }

@@ -18,22 +18,11 @@ from copy_offload.flux import drain as draining
 from copy_offload.flux import jobserver
 from copy_offload.flux.cli import format_outcomes, job_outcomes
 from copy_offload.flux.config import ConfigError, parse_config
+from flux_support import write_gate_profiles
 from support import Material, ServerProcess, server_args
 
 BIN = os.path.dirname(sys.executable)
 SERVER = os.path.join(BIN, "copy-offload-server")
-GATE = ('[profiles.gate]\ncommand = "sh -c \'while [ ! -e \\"$0.go\\" ]; do sleep 0.05; done; '
-        'exec cp \\"$0\\" \\"$1\\"\' $SRC $DEST"\n')
-
-
-def write_gate_profiles(directory: str) -> str:
-    """A --profiles file with the ``gate`` profile (see the module docstring)."""
-    path = os.path.join(directory, "profiles.toml")
-    with open(path, "w") as fh:
-        fh.write(GATE)
-    return path
-
-
 @pytest.fixture
 def server(tmp_path):
     material = Material(str(tmp_path))
