@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 import time
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Tuple
 
 import pytest
 from copy_offload.client import Client
@@ -145,13 +145,19 @@ def test_plain_flux_job_uses_its_own_server_through_the_unchanged_cli(instance, 
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
 
-def test_drain_off_ends_the_job_with_the_copy_running(instance, site):
-    src = site.file("off-gated", 100)
-    job = instance.submit("-o", "copy-offload.local-server", "-o", "copy-offload.drain=false",
+def gated_job(instance: Any, site: Site, tag: str, option: str) -> Tuple[str, Any, str, str]:
+    """A per-job server job whose one copy is still running when its task exits."""
+    src = site.file(f"{tag}-gated", 100)
+    job = instance.submit("-o", "copy-offload.local-server", "-o", option,
                           CLI, "copy", "--profile", "gate", src, src + ".out")
     out = instance.attach(job)
     assert out.returncode == 0, out.stderr
     [name] = names_in(out.stdout)
+    return job, out, name, src
+
+
+def test_drain_off_ends_the_job_with_the_copy_running(instance, site):
+    job, out, name, src = gated_job(instance, site, "off", "copy-offload.drain=false")
     assert f"drain is off; not waited for: {name}" in out.stderr
     assert "waiting for" not in out.stderr
     assert outcomes(instance, job)[name]["state"] != "completed"
@@ -159,12 +165,7 @@ def test_drain_off_ends_the_job_with_the_copy_running(instance, site):
 
 
 def test_drain_limit_warns_naming_the_requests_left(instance, site):
-    src = site.file("limit-gated", 100)
-    job = instance.submit("-o", "copy-offload.local-server", "-o", "copy-offload.drain-timeout=1",
-                          CLI, "copy", "--profile", "gate", src, src + ".out")
-    out = instance.attach(job)
-    assert out.returncode == 0, out.stderr
-    [name] = names_in(out.stdout)
+    job, out, name, _ = gated_job(instance, site, "limit", "copy-offload.drain-timeout=1")
     assert f"drain limit of 1s reached; still running, not waited for: {name}" in out.stderr
     doc = json.loads(instance.flux("copy-offload", "job", "--json", job).stdout)
     assert doc["drains"][0]["left"] == [name]
