@@ -198,3 +198,23 @@ def test_another_jobs_token_is_refused(instance, site):
     finally:
         open(gate, "w").close()
     assert instance.attach(job_a).returncode == 0
+
+
+def test_bad_local_server_option_fails_the_job_in_one_line(instance, site):
+    job = instance.submit("-o", "copy-offload.local-server=maybe", "true")
+    out = instance.attach(job)
+    assert out.returncode != 0
+    assert "-o copy-offload.local-server must be true or false, not 'maybe'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_server_gone_before_job_end_is_a_warning_not_a_failure(instance, site):
+    pid = ('python3 -c "import json, os; print(json.load(open(os.path.join('
+           "os.environ['FLUX_JOB_TMPDIR'], 'copy-offload', 'server.json')))['pid'])\"")
+    script = f"pid=$({pid}); kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.05; done"
+    job = instance.submit("-o", "copy-offload.local-server", "sh", "-c", script)
+    out = instance.attach(job)
+    assert out.returncode == 0, out.stderr
+    assert "cannot drain the job's copy-offload server:" in out.stderr
+    assert "Traceback" not in out.stderr and "helper 'finish' failed" not in out.stderr
+    assert "per-job server stopped" in out.stderr
