@@ -6,8 +6,8 @@ signing key, TLS certificate and token in a 0700 directory of the job shell's te
 directory (removed by the shell at job end), so no other job's token opens it. The server
 listens on a free loopback port; its records (state directory and log) stay under the site's
 ``local-state-dir`` in the job user's home, so ``copy-offload status`` answers after the job.
-The key material is made with ``copy-offload-admin`` from the same installation as the server
-(the server extra), so flux's own Python needs nothing beyond the client.
+The key material is made by the server's own Python (the server extra's ``pki`` module), so
+flux's own Python needs nothing beyond the client.
 """
 
 from __future__ import annotations
@@ -41,14 +41,42 @@ def _which(program: str) -> str:
     return found
 
 
-def _admin(server: str, args: Sequence[str]) -> str:
-    admin = os.path.join(os.path.dirname(server), "copy-offload-admin")
-    if not os.access(admin, os.X_OK):
-        raise JobServerError(f"no copy-offload-admin next to {server}")
-    proc = subprocess.run([admin, *args], capture_output=True, text=True, timeout=120)
+# Run by the server's own Python (the one its launcher script names): one process makes the
+# job's token key, token and TLS pair with the server's pki module, so flux's Python needs no
+# cryptography and the job starts one interpreter instead of three copy-offload-admin runs.
+_MINT = """
+import os, sys
+from copy_offload.server import pki
+keys = sys.argv[1]
+key_pem = pki.generate_token_key_pem()
+pki.write_secret(os.path.join(keys, "token.key"), key_pem)
+cert, key = pki.generate_tls(sys.argv[2:])
+pki.write_public(os.path.join(keys, "tls.crt"), cert)
+pki.write_secret(os.path.join(keys, "tls.key"), key)
+print(pki.mint_token(pki.pem_der(key_pem)))
+"""
+
+
+def _server_python(server: str) -> str:
+    """The interpreter of an installed ``copy-offload-server`` launcher (its ``#!`` line)."""
+    try:
+        with open(server, "rb") as fh:
+            first = fh.readline(4096).decode(errors="replace").strip()
+    except OSError as exc:
+        raise JobServerError(f"cannot read {server}: {exc.strerror}") from None
+    python = first[2:].split()[0] if first.startswith("#!") and len(first) > 2 else ""
+    if not python or os.path.basename(python) == "env" or not os.access(python, os.X_OK):
+        raise JobServerError(f"{server} does not name its Python in its first line")
+    return python
+
+
+def _mint(server: str, keys: str) -> str:
+    """Make the job's key material in ``keys``; return the job's token."""
+    proc = subprocess.run([_server_python(server), "-c", _MINT, keys, HOST, "127.0.0.1"],
+                          capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise JobServerError(f"copy-offload-admin {args[0]} failed: {last}")
+        raise JobServerError(f"cannot make the job's token and certificate: {last}")
     return proc.stdout.strip()
 
 
@@ -94,9 +122,7 @@ def start(*, jobid: str, job_tmpdir: str, roots: Sequence[str], program: str,
     os.makedirs(keys, mode=0o700, exist_ok=True)
     os.chmod(keys, 0o700)
     token_key = os.path.join(keys, "token.key")
-    _admin(server, ["token-key", "--out", token_key, "--force"])
-    token = _admin(server, ["token", "--key", token_key])
-    _admin(server, ["tls", "--out", keys, "--host", HOST, "--host", "127.0.0.1", "--force"])
+    token = _mint(server, keys)
     records = state_dir(state_base, jobid)
     os.makedirs(records, mode=0o700, exist_ok=True)
     log_path = os.path.join(records, "server.log")

@@ -165,6 +165,12 @@ def test_per_job_server_without_roots_or_program_says_why(tmp_path):
     with pytest.raises(jobserver.JobServerError, match="was not found"):
         jobserver.start(jobid="1", job_tmpdir=str(tmp_path), roots=["/tmp"],
                         program="no-such-copy-offload-server", state_base=str(tmp_path))
+    wrapper = tmp_path / "copy-offload-server"
+    wrapper.write_text("#!/usr/bin/env python3\n")
+    wrapper.chmod(0o755)
+    with pytest.raises(jobserver.JobServerError, match="does not name its Python"):
+        jobserver.start(jobid="1", job_tmpdir=str(tmp_path), roots=["/tmp"],
+                        program=str(wrapper), state_base=str(tmp_path))
 
 
 def test_job_view_keeps_the_last_entry_per_copy():
