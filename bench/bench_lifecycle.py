@@ -12,8 +12,9 @@ the parallel file system):
 
 Each job's wall time is its eventlog's ``start`` to ``finish`` (the drain is inside it; the
 per-job server's start-up is inside ``start`` .. first task, so it counts too). Jobs are
-interleaved, ``--reps`` of each; every job's destination is checked byte for byte (size and
-a sample) before the next. Medians are printed, with the spread.
+interleaved, ``--reps`` of each; every job's destination is checked (size and its first MiB)
+before the next. Medians are printed, with the spread, and the fixed cost of the per-job server
+(an empty job with and without it).
 
     PATH=/opt/flux/bin:$PATH python bench/bench_lifecycle.py [--gib 1] [--steps 4]
         [--compute 1.0] [--reps 5] [--json]
@@ -41,6 +42,8 @@ BIN = os.path.dirname(sys.executable)
 
 
 def job_script(mode: str, src: str, dst: str, steps: int, mib: int, compute: float) -> str:
+    if steps == 0:  # the fixed cost: an empty job, with or without the per-job server
+        return f"mkdir -p {src} {dst}\n"
     cli = os.path.join(BIN, "copy-offload")
     lines = [f"set -e; mkdir -p {src} {dst}", f"for i in $(seq 1 {steps}); do",
              f"  head -c {mib}M /dev/urandom > {src}/ckpt-$i",
@@ -60,11 +63,12 @@ def flux(*args: str, env: Dict[str, str]) -> str:
     return proc.stdout
 
 
-def run_job(mode: str, work: str, n: int, opts: argparse.Namespace, env: Dict[str, str]) -> float:
+def run_job(mode: str, work: str, n: int, opts: argparse.Namespace, env: Dict[str, str],
+            steps: int) -> float:
     src, dst = os.path.join(work, f"local-{mode}-{n}"), os.path.join(work, f"pfs-{mode}-{n}")
-    mib = max(1, int(opts.gib * 1024 / opts.steps))
+    mib = max(1, int(opts.gib * 1024 / max(1, opts.steps)))
     extra = ["-o", "copy-offload.local-server"] if mode == "offload" else []
-    job = flux("submit", *extra, "sh", "-c", job_script(mode, src, dst, opts.steps, mib,
+    job = flux("submit", *extra, "sh", "-c", job_script(mode, src, dst, steps, mib,
                                                         opts.compute), env=env).strip()
     flux("job", "wait-event", "-t", "3600", job, "clean", env=env)
     events = {}
@@ -75,7 +79,7 @@ def run_job(mode: str, work: str, n: int, opts: argparse.Namespace, env: Dict[st
     if status != 0:
         sys.exit(f"{mode} job {job} failed (status {status}):\n"
                  + flux("job", "attach", job, env=env))
-    for i in range(1, opts.steps + 1):
+    for i in range(1, steps + 1):
         a, b = os.path.join(src, f"ckpt-{i}"), os.path.join(dst, f"ckpt-{i}")
         with open(a, "rb") as fa, open(b, "rb") as fb:
             if os.path.getsize(a) != os.path.getsize(b) or fa.read(1 << 20) != fb.read(1 << 20):
@@ -88,12 +92,14 @@ def run_job(mode: str, work: str, n: int, opts: argparse.Namespace, env: Dict[st
 def inner(opts: argparse.Namespace) -> None:
     """Runs as the initial program of ``flux start``."""
     env = dict(os.environ)
-    times: Dict[str, List[float]] = {"offload": [], "cp": []}
+    times: Dict[str, List[float]] = {"offload": [], "cp": [], "empty-offload": [], "empty-cp": []}
     for n in range(opts.reps):
         for mode in ("offload", "cp") if n % 2 == 0 else ("cp", "offload"):
-            times[mode].append(run_job(mode, opts.work, n, opts, env))
-    result = {mode: {"median": statistics.median(t), "min": min(t), "max": max(t),
-                     "runs": [round(x, 3) for x in t]} for mode, t in times.items()}
+            times[mode].append(run_job(mode, opts.work, n, opts, env, opts.steps))
+            times["empty-" + mode].append(run_job(mode, opts.work, n, opts, env, 0))
+    result: Dict[str, Any] = {
+        mode: {"median": statistics.median(t), "min": min(t), "max": max(t),
+               "runs": [round(x, 3) for x in t]} for mode, t in times.items()}
     result["settings"] = {"gib": opts.gib, "steps": opts.steps, "compute": opts.compute,
                           "reps": opts.reps, "ideal-compute-only": opts.steps * opts.compute}
     with open(opts.out, "w") as fh:
@@ -178,6 +184,10 @@ def main() -> None:
         print(f"  {mode:8} job wall time median {r['median']:.2f} s "
               f"(min {r['min']:.2f}, max {r['max']:.2f}; runs {r['runs']})")
     print(f"  offload / cp: {result['offload']['median'] / result['cp']['median']:.2f}")
+    fixed = result["empty-offload"]["median"] - result["empty-cp"]["median"]
+    print(f"  an empty job: {result['empty-offload']['median']:.2f} s with the per-job server, "
+          f"{result['empty-cp']['median']:.2f} s without (fixed cost {fixed:.2f} s: server "
+          "start, drain helper, stop)")
 
 
 if __name__ == "__main__":
