@@ -1,7 +1,7 @@
 """Offload while computing against ``cp`` at the end: job wall times in a real Flux instance.
 
-One job writes ``--gib`` GiB to node-local storage (a temporary directory) as ``--steps``
-checkpoints, "computing" ``--compute`` seconds after each one (a sleep: the node's cores stay
+One job writes ``--gib`` GiB (``--data``, default zeros: a fast write) to node-local storage
+(a temporary directory) as ``--steps`` checkpoints, "computing" ``--compute`` seconds after each one (a sleep: the node's cores stay
 free for the copy engine, as on a compute node whose application waits on the network or a
 GPU). Two ways to get the checkpoints to the destination (another directory, standing in for
 the parallel file system):
@@ -41,12 +41,13 @@ REPO = os.path.dirname(HERE)
 BIN = os.path.dirname(sys.executable)
 
 
-def job_script(mode: str, src: str, dst: str, steps: int, mib: int, compute: float) -> str:
+def job_script(mode: str, src: str, dst: str, steps: int, mib: int, compute: float,
+               source: str = "/dev/zero") -> str:
     if steps == 0:  # the fixed cost: an empty job, with or without the per-job server
         return f"mkdir -p {src} {dst}\n"
     cli = os.path.join(BIN, "copy-offload")
     lines = [f"set -e; mkdir -p {src} {dst}", f"for i in $(seq 1 {steps}); do",
-             f"  head -c {mib}M /dev/urandom > {src}/ckpt-$i",
+             f"  head -c {mib}M {source} > {src}/ckpt-$i",
              f"  sleep {compute}"]
     if mode == "offload":
         lines.append(f"  {cli} copy {src}/ckpt-$i {dst}/ckpt-$i > /dev/null")
@@ -68,8 +69,8 @@ def run_job(mode: str, work: str, n: int, opts: argparse.Namespace, env: Dict[st
     src, dst = os.path.join(work, f"local-{mode}-{n}"), os.path.join(work, f"pfs-{mode}-{n}")
     mib = max(1, int(opts.gib * 1024 / max(1, opts.steps)))
     extra = ["-o", "copy-offload.local-server"] if mode == "offload" else []
-    job = flux("submit", *extra, "sh", "-c", job_script(mode, src, dst, steps, mib,
-                                                        opts.compute), env=env).strip()
+    job = flux("submit", *extra, "sh", "-c", job_script(
+        mode, src, dst, steps, mib, opts.compute, opts.data), env=env).strip()
     flux("job", "wait-event", "-t", "3600", job, "clean", env=env)
     events = {}
     for line in flux("job", "eventlog", "--format=json", job, env=env).splitlines():
@@ -101,6 +102,7 @@ def inner(opts: argparse.Namespace) -> None:
         mode: {"median": statistics.median(t), "min": min(t), "max": max(t),
                "runs": [round(x, 3) for x in t]} for mode, t in times.items()}
     result["settings"] = {"gib": opts.gib, "steps": opts.steps, "compute": opts.compute,
+                          "data": opts.data,
                           "reps": opts.reps, "ideal-compute-only": opts.steps * opts.compute}
     with open(opts.out, "w") as fh:
         json.dump(result, fh)
@@ -147,7 +149,8 @@ def outer(opts: argparse.Namespace) -> Dict[str, Any]:
                         f"-Sconf.shell_pluginpath={build}/shell:{shell_path}",
                         sys.executable, os.path.abspath(__file__), "--inner", "--work", work,
                         "--out", out, "--gib", str(opts.gib), "--steps", str(opts.steps),
-                        "--compute", str(opts.compute), "--reps", str(opts.reps)],
+                        "--compute", str(opts.compute), "--reps", str(opts.reps),
+                        "--data", opts.data],
                        env=env, check=True)
         with open(out) as fh:
             return json.load(fh)
@@ -162,6 +165,9 @@ def main() -> None:
     p.add_argument("--compute", type=float, default=1.0,
                    help="seconds of compute after each checkpoint (default 1.0)")
     p.add_argument("--reps", type=int, default=5, help="jobs of each kind (default 5)")
+    p.add_argument("--data", default="/dev/zero",
+                   help="what checkpoints are made of (default /dev/zero: a fast write; "
+                   "/dev/urandom makes writing CPU-bound, competing with the copies)")
     p.add_argument("--json", action="store_true", help="print the raw result")
     p.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
@@ -177,8 +183,8 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     s = result["settings"]
-    print(f"{s['gib']:g} GiB in {s['steps']} checkpoints, {s['compute']:g} s compute after "
-          f"each ({s['ideal-compute-only']:g} s of compute), {s['reps']} jobs of each kind:")
+    print(f"{s['gib']:g} GiB from {s['data']} in {s['steps']} checkpoints, {s['compute']:g} s "
+          f"compute after each ({s['ideal-compute-only']:g} s of compute), {s['reps']} jobs of each kind:")
     for mode in ("offload", "cp"):
         r = result[mode]
         print(f"  {mode:8} job wall time median {r['median']:.2f} s "

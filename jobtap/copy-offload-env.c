@@ -493,7 +493,12 @@ static int finish_cb (flux_plugin_t *p,
     flux_shell_t *shell = flux_plugin_get_shell (p);
     struct job job;
 
-    if (job_facts (shell, &job) == 0 && (job.dw || wants_local_server (&job)))
+    /* Nothing to drain without a server address (a dw job whose Workflow
+     * gave none, e.g. one that did not ask for copy offload).
+     */
+    if (job_facts (shell, &job) == 0
+        && (job.dw || wants_local_server (&job))
+        && flux_shell_getenv (shell, "NNF_CONTAINER_PORTS"))
         (void)run_helper_later (shell, "finish", &job);
     free (job.options);
     return 0;
