@@ -206,6 +206,10 @@ def test_bad_local_server_option_fails_the_job_in_one_line(instance, site):
     assert out.returncode != 0
     assert "-o copy-offload.local-server must be true or false, not 'maybe'" in out.stderr
     assert "Traceback" not in out.stderr
+    shown = instance.flux("copy-offload", "job", job, check=False)
+    assert shown.returncode == 1
+    assert shown.stderr.strip() == (f"flux-copy-offload: job {job} recorded no copy outcomes (no "
+                                    "drain ran: not a copy-offload job, or it has not ended yet)")
 
 
 def test_a_server_gone_before_job_end_is_a_warning_not_a_failure(instance, site):
