@@ -34,7 +34,8 @@ class Outcome:
     def line(self) -> str:
         size = "? bytes" if self.bytes is None else f"{self.bytes} bytes"
         text = f"{self.name}: {self.status or self.state}, {size}"
-        return text + (f" ({self.message})" if self.message else "")
+        first = self.message.strip().splitlines()[0][:200] if self.message.strip() else ""
+        return text + (f" ({first})" if first else "")
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

@@ -102,7 +102,8 @@ def _drain(cfg: ServiceConfig, options: Dict[str, Any], known: List[str]
     if note:
         say("warn", note)
     try:
-        with Client() as client:
+        # Each call is bounded too: a Rabbit that is gone must not hold the node past the limit.
+        with Client(timeout=max(5.0, min(30.0, limit))) as client:
             result = draining.drain(client, limit, lambda line: say("info", line), known=known)
     except CopyOffloadError as exc:
         say("warn", f"cannot drain the job's copy-offload server: {exc}")

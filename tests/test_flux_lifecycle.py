@@ -185,6 +185,8 @@ def test_job_view_keeps_the_last_entry_per_copy():
     ])
     doc = job_outcomes(log)
     assert [c["name"] for c in doc["copies"]] == ["a", "b"]
+    failed = draining.Outcome("c", "completed", "failed", 3, "cp: no space\nsecond line")
+    assert failed.line() == "c: failed, 3 bytes (cp: no space)"
     text = format_outcomes(doc)
     assert text.splitlines() == [
         "a  success  10 bytes", "b  running  ? bytes",
