@@ -127,7 +127,7 @@ def drain(client: Any, limit: float, say: Callable[[str], None], *,
     A request that vanishes while waited for (a server that reaps finished requests) is
     recorded with the state it was last seen in.
     """
-    from copy_offload.client.errors import CopyOffloadError
+    from copy_offload.client.errors import CopyOffloadError, WaitTimeout
 
     start = clock()
     deadline = start + limit
@@ -152,6 +152,8 @@ def drain(client: Any, limit: float, say: Callable[[str], None], *,
                 break
             try:
                 status = client.wait(name, timeout=remaining)
+            except WaitTimeout:
+                break  # the limit came first: still running, named in ``left``
             except CopyOffloadError as exc:
                 outcomes[name] = Outcome(name, "unknown", "unknown", None, str(exc))
                 say(f"copy {outcomes[name].line()}")
