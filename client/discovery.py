@@ -2,7 +2,8 @@
 
 Host: ``NNF_CONTAINER_LAUNCHER``, else the contents of ``/etc/local-rabbit.conf`` (one trailing
 newline stripped). Port: the first element of ``NNF_CONTAINER_PORTS``. Token: ``DW_WORKFLOW_TOKEN``
-(optional). CA certificate: ``/etc/nnf-dm-usercontainer/cert.pem``. Compute name: the host name.
+(optional). CA certificate: ``COPY_OFFLOAD_CA_FILE``, else
+``/etc/nnf-dm-usercontainer/cert.pem``. Compute name: the host name.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ PORTS_ENV = "NNF_CONTAINER_PORTS"
 TOKEN_ENV = "DW_WORKFLOW_TOKEN"
 LOCAL_RABBIT_CONF = "/etc/local-rabbit.conf"
 CERT_PATH = "/etc/nnf-dm-usercontainer/cert.pem"
+# A job's own CA file (a per-job server started by the Flux job shell sets it); else CERT_PATH.
+CA_FILE_ENV = "COPY_OFFLOAD_CA_FILE"
 
 
 @dataclass
@@ -98,7 +101,7 @@ def discover(
         host=host,
         port=int(port),
         token=token or None,
-        ca_file=(ca_file or CERT_PATH) if tls else None,
+        ca_file=(ca_file or env.get(CA_FILE_ENV) or CERT_PATH) if tls else None,
         tls=tls,
         compute_name=compute_name or socket.gethostname(),
     )

@@ -2,6 +2,7 @@
 
     flux copy-offload status [--json]      the service's counters (copy-offload.stats)
     flux copy-offload env JOBID [--json]   the job's copy-offload-env variables, token redacted
+    flux copy-offload job JOBID [--json]   every copy the job made and its outcome (after drain)
     flux copy-offload module-path          the broker module file, for 'flux module load'
 
 ``env`` reads the job's eventlog, so a job's owner can use it too, and it works after the job
@@ -37,6 +38,43 @@ def find_env_event(eventlog: str) -> Optional[Dict[str, str]]:
     return found
 
 
+def job_outcomes(eventlog: str) -> Dict[str, Any]:
+    """The copies (last entry per name wins) and drain summaries of a job's outcome eventlog."""
+    copies: Dict[str, Dict[str, Any]] = {}
+    drains: List[Dict[str, Any]] = []
+    for line in eventlog.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        ctx = entry.get("context") if isinstance(entry, dict) else None
+        if not isinstance(ctx, dict):
+            continue
+        if entry.get("name") == "copy" and isinstance(ctx.get("name"), str):
+            copies[ctx["name"]] = ctx
+        elif entry.get("name") == "drain":
+            drains.append(ctx)
+    return {"copies": [copies[k] for k in sorted(copies)], "drains": drains}
+
+
+def format_outcomes(doc: Dict[str, Any]) -> str:
+    """One line per copy (name, status, bytes), then one per node's drain."""
+    lines = []
+    for c in doc["copies"]:
+        size = "?" if c.get("bytes") is None else str(c["bytes"])
+        status = c.get("status") if c.get("state") == "completed" else c.get("state")
+        text = f"{c['name']}  {status}  {size} bytes"
+        lines.append(text + (f"  ({c['message']})" if c.get("message") else ""))
+    for d in doc["drains"]:
+        text = (f"drain on {d.get('host', '?')} (rank {d.get('rank', '?')}): "
+                f"{d.get('copies', 0)} copies, waited {d.get('waited', 0)}s "
+                f"of {d.get('limit', 0)}s")
+        if d.get("left"):
+            text += f"; still running at the limit: {', '.join(d['left'])}"
+        lines.append(text)
+    return "\n".join(lines)
+
+
 def format_stats(stats: Dict[str, Any]) -> str:
     """A short human summary of the stats document."""
     lat = stats.get("event-to-reply-ms") or {}
@@ -70,6 +108,18 @@ def module_path() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "copy-offload.py")
 
 
+def show_job(h: Any, jobid: Any, args: argparse.Namespace) -> None:
+    """Print a job's recorded copy outcomes (guest KVS eventlog ``copy-offload``)."""
+    try:
+        reply = h.rpc("job-info.lookup", {"id": int(jobid), "keys": ["guest.copy-offload"],
+                                          "flags": 0}).get()
+    except FileNotFoundError:
+        sys.exit(f"flux-copy-offload: job {args.jobid} recorded no copy outcomes (no drain "
+                 "ran: not a copy-offload job, or it has not ended yet)")
+    doc = job_outcomes(reply.get("guest.copy-offload", ""))
+    print(json.dumps(doc, indent=2, sort_keys=True) if args.json else format_outcomes(doc))
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flux copy-offload",
                                 description="The copy-offload service: status and job variables")
@@ -79,11 +129,19 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("env", help="show what a job was given (token redacted)")
     e.add_argument("jobid", help="job id (any Flux form)")
     e.add_argument("--json", action="store_true", help="print a JSON object")
+    j = sub.add_parser("job", help="show every copy a job made and its outcome")
+    j.add_argument("jobid", help="job id (any Flux form)")
+    j.add_argument("--json", action="store_true", help="print a JSON object")
     sub.add_parser("module-path", help="print the broker module file for 'flux module load'")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["shell"]:  # run by the job shell plugin, not by people
+        from copy_offload.flux.jobshell import main as shell_main
+
+        sys.exit(shell_main(argv[1:]))
     args = _parser().parse_args(argv)
     if args.cmd == "module-path":
         print(module_path())
@@ -100,6 +158,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                   else format_stats(stats))
             return
         jobid = flux.job.JobID(args.jobid)
+        if args.cmd == "job":
+            show_job(h, jobid, args)
+            return
         reply = h.rpc("job-info.lookup", {"id": int(jobid), "keys": ["eventlog"],
                                           "flags": 0}).get()
         variables = find_env_event(reply.get("eventlog", ""))

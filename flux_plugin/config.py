@@ -15,6 +15,11 @@ Example (every key optional; these are the defaults)::
     backoff-min = 0.5                    # first wait after a failed list/watch
     backoff-max = 60.0                   # the wait doubles up to this
     secret-retries = 3                   # tries for one token Secret GET (5xx, connection)
+    drain-timeout = 300.0                # job end: longest wait for running copies (0 = no drain)
+    local-roots = []                     # per-job local server: the trees it may copy between
+    local-server = "copy-offload-server" # per-job local server: the program (PATH or absolute)
+    local-state-dir = "~/.local/state/copy-offload/jobs"   # its records: <dir>/<jobid>/<host>
+    local-profiles = ""                  # per-job local server: a --profiles TOML file ("" = none)
 """
 
 from __future__ import annotations
@@ -46,6 +51,11 @@ class ServiceConfig:
     backoff_min: float = 0.5
     backoff_max: float = 60.0
     secret_retries: int = 3
+    drain_timeout: float = 300.0
+    local_roots: Tuple[str, ...] = ()
+    local_server: str = "copy-offload-server"
+    local_state_dir: str = "~/.local/state/copy-offload/jobs"
+    local_profiles: Optional[str] = None
 
     def env_allowed(self, key: str) -> bool:
         """True when a status.env key is passed to jobs."""
@@ -82,6 +92,21 @@ def _strlist(table: Dict[str, Any], key: str, default: Tuple[str, ...]) -> Tuple
             isinstance(v, str) and v for v in value):
         raise ConfigError(f"[{TABLE}] {key} must be a non-empty list of strings, not {value!r}")
     return tuple(value)
+
+
+def _roots(table: Dict[str, Any], key: str) -> Tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(
+            isinstance(v, str) and v.startswith("/") for v in value):
+        raise ConfigError(f"[{TABLE}] {key} must be a list of absolute paths, not {value!r}")
+    return tuple(value)
+
+
+def _nonempty(table: Dict[str, Any], key: str, default: str) -> str:
+    value = _str(table, key, default)
+    if not value:
+        raise ConfigError(f"[{TABLE}] {key} must not be empty")
+    return value
 
 
 def parse_config(conf: Optional[Dict[str, Any]]) -> ServiceConfig:
@@ -122,10 +147,15 @@ def parse_config(conf: Optional[Dict[str, Any]]) -> ServiceConfig:
         backoff_min=backoff_min,
         backoff_max=backoff_max,
         secret_retries=_num(table, "secret-retries", d.secret_retries, minimum=1, integer=True),
+        drain_timeout=_num(table, "drain-timeout", d.drain_timeout, minimum=0.0),
+        local_roots=_roots(table, "local-roots"),
+        local_server=_nonempty(table, "local-server", d.local_server),
+        local_state_dir=_nonempty(table, "local-state-dir", d.local_state_dir),
+        local_profiles=_str(table, "local-profiles", None) or None,
     )
 
 
-FILE_KEYS = ("kubeconfig",)
+FILE_KEYS = ("kubeconfig", "local-roots", "local-server", "local-state-dir", "local-profiles")
 
 
 def config_summary(cfg: ServiceConfig, *, files: bool = True) -> Dict[str, Any]:
@@ -136,7 +166,7 @@ def config_summary(cfg: ServiceConfig, *, files: bool = True) -> Dict[str, Any]:
     """
     out: Dict[str, Any] = {}
     for f in fields(cfg):
-        if not files and f.name in FILE_KEYS:
+        if not files and f.name.replace("_", "-") in FILE_KEYS:
             continue
         value = getattr(cfg, f.name)
         out[f.name.replace("_", "-")] = list(value) if isinstance(value, tuple) else value

@@ -15,6 +15,8 @@ from typing import Dict, List, Optional, Tuple
 
 _ERROR_HEADERS = b"\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_KEY = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z ]+")  # a token, or with spaces (Go keeps those as-is)
+_BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # all but HTAB, SP, VCHAR and obs-text
 _HOST_BYTES = re.compile(rb"[0-9A-Za-z!$%&()*+,\-.:;=\[\]'_~]*")
 _SCHEME = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*:")
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
@@ -63,7 +65,7 @@ def looks_like_http(first: bytes) -> bool:
 
 def _value_ok(value: bytes) -> bool:
     """textproto's ``validHeaderValueByte``: HTAB, SP, VCHAR and obs-text."""
-    return all(byte == 9 or 0x20 <= byte <= 0x7E or byte >= 0x80 for byte in value)
+    return _BAD_VALUE_BYTE.search(value) is None
 
 
 def _version(proto: bytes) -> Optional[Tuple[int, int]]:
@@ -158,7 +160,7 @@ def check_request_head(data: bytes, after_post: bool = False) -> RequestHead:
             folded = True
             continue
         key, colon, value = line.partition(b":")
-        if not colon or not key or not all(_TOKEN.fullmatch(bytes([c])) or c == 0x20 for c in key):
+        if not colon or not _KEY.fullmatch(key):
             raise bad_request("malformed MIME header line")
         if not _value_ok(value):
             raise bad_request("malformed MIME header line")

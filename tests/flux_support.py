@@ -8,6 +8,7 @@ tests/kube_double.py over HTTP.
 from __future__ import annotations
 
 import base64
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -200,3 +201,17 @@ def memcheck_errors(text: str, ours: Tuple[str, ...] = OUR_CODE) -> List[str]:
         if any(name in line for line in block for name in ours):
             errors.append("\n".join(block))
     return errors
+
+
+# A local-driver profile whose copy stays running until ``<source>.go`` exists: tests decide
+# when a copy ends instead of guessing how long a big one takes.
+GATE_PROFILE = ('[profiles.gate]\ncommand = "sh -c \'while [ ! -e \\"$0.go\\" ]; do sleep 0.05; '
+                'done; exec cp \\"$0\\" \\"$1\\"\' $SRC $DEST"\n')
+
+
+def write_gate_profiles(directory: str) -> str:
+    """A --profiles file with the ``gate`` profile; returns its path."""
+    path = os.path.join(directory, "profiles.toml")
+    with open(path, "w") as fh:
+        fh.write(GATE_PROFILE)
+    return path

@@ -8,7 +8,8 @@ talks to tests/kube_double.py, which runs in this pytest process.
 Flux's own Python must import ``copy_offload.flux`` and ``kubernetes``. For the repository
 checkout, a symlink tree makes ``copy_offload`` importable; if flux's Python lacks
 ``kubernetes``, the directory this interpreter imports it from is added (same Python
-version needed).
+version needed); likewise for the client's dependencies (the job shell's drain helper runs the
+client under flux's Python).
 
 Memory-checked mode: ``COPY_OFFLOAD_FLUX_VALGRIND=1`` builds the plugins with ``-O0 -g``, runs
 the broker under ``flux start --wrap=valgrind,...`` (memcheck; the jobtap plugin runs inside
@@ -22,6 +23,7 @@ the mode catches a known bug in an older version).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -92,12 +94,15 @@ def _python_path(tmp: str) -> str:
         if not os.path.exists(link):
             os.symlink(os.path.join(REPO, folder), link)
     parts = [tree]
-    probe = subprocess.run([FLUX or "flux", "python", "-c", "import kubernetes"],
-                           capture_output=True)
-    if probe.returncode != 0:
-        import kubernetes
-
-        parts.append(os.path.dirname(os.path.dirname(kubernetes.__file__)))
+    # kubernetes for the service; the client's own dependencies for the job shell's helper.
+    for name in ("kubernetes", "httpx"):
+        probe = subprocess.run([FLUX or "flux", "python", "-c", f"import {name}"],
+                               capture_output=True)
+        if probe.returncode != 0:
+            module = importlib.import_module(name)
+            where = os.path.dirname(os.path.dirname(module.__file__ or ""))
+            if where not in parts:
+                parts.append(where)
     return os.pathsep.join(parts)
 
 
