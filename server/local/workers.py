@@ -13,8 +13,10 @@ batch beneath them, as the thread does (beneath.py).
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +28,7 @@ from copy_offload.server.local.copier import Copier, Failure, Stopped
 if TYPE_CHECKING:
     from copy_offload.server.local.copier import Batch
 
-__all__ = ["Crew", "QUEUE_BATCHES"]
+__all__ = ["Crew", "QUEUE_BATCHES", "warm_pool"]
 
 QUEUE_BATCHES = 4096  # bounds the walker's lead (memory) on huge trees
 IN_FLIGHT = 2  # batches sent ahead to each worker process
@@ -118,15 +120,15 @@ class Crew:
         return self.processes and len(self.members) > self.size
 
     def totals(self) -> List[int]:
-        """``[bytes, files, verified bytes, mismatches]`` over every copier."""
-        done = [0, 0, 0, 0]
+        """``[bytes, files, verified bytes, mismatches, bytes found]`` over every copier."""
+        done = [0, 0, 0, 0, 0]
         for counter in list(self.counters):
             for index, value in enumerate(counter):
                 done[index] += value
         return done
 
     def _add_member(self) -> None:
-        counter = [0, 0, 0, 0]
+        counter = [0, 0, 0, 0, 0]
         with self._lock:
             if self._halted:
                 return
@@ -181,8 +183,109 @@ class _ThreadMember:
         self.thread.join()
 
 
+class _Worker:
+    """A copier.py process: commands on a socket (its stdin, so root descriptors can travel with
+    ``SCM_RIGHTS``), answers on a pipe. Between jobs it waits in the pool."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", _COPIER_SCRIPT, str(os.getpid())],
+                stdin=theirs,
+                stdout=subprocess.PIPE,
+                close_fds=True,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        assert self.proc.stdout is not None
+        self.owner = os.getpid()
+        self.sock = ours
+        self.wfd = ours.fileno()
+        self.rfd = self.proc.stdout.fileno()
+
+    def usable(self) -> bool:
+        return self.owner == os.getpid() and self.proc.poll() is None
+
+    def start_job(self, config: tuple, fds: Tuple[int, ...]) -> None:
+        copier.send_frame(self.wfd, config)
+        if fds:
+            socket.send_fds(self.sock, [b"F"], list(fds))
+
+    def end_input(self) -> None:
+        """End of its input: the process exits when it reads that."""
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def reap(self) -> int:
+        self.end_input()
+        code = self.proc.wait()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        return code
+
+
+_POOL: List[_Worker] = []  # idle worker processes of this server, reused by the next job
+_POOL_LOCK = threading.Lock()
+POOL_MAX = 2 * (os.cpu_count() or 1)
+
+
+def _take_worker() -> _Worker:
+    with _POOL_LOCK:
+        while _POOL:
+            worker = _POOL.pop()
+            if worker.usable():
+                return worker
+            worker.end_input()
+    return _Worker()
+
+
+def _return_worker(worker: _Worker) -> None:
+    with _POOL_LOCK:
+        if len(_POOL) < POOL_MAX and worker.usable():
+            _POOL.append(worker)
+            return
+    worker.reap()
+
+
+def _close_pool() -> None:
+    """At exit: end the idle workers' input and reap them (they exit when they read the end)."""
+    with _POOL_LOCK:
+        idle = list(_POOL)
+        del _POOL[:]
+    for worker in idle:
+        worker.end_input()
+    for worker in idle:
+        try:
+            worker.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            worker.proc.kill()
+        worker.reap()
+
+
+atexit.register(_close_pool)
+
+
+def warm_pool(count: int) -> None:
+    """Start idle worker processes up to ``count``, so the next job forks and execs none (after
+    a dropped page cache a start reads the interpreter from disk again: ~30 ms)."""
+    count = min(count, POOL_MAX)
+    with _POOL_LOCK:
+        missing = count - len(_POOL)
+    for _ in range(max(0, missing)):
+        try:
+            _return_worker(_Worker())
+        except OSError:
+            return
+
+
 class _ProcessMember:
-    """A worker process (copier.py) with a feeding thread and a reading thread."""
+    """A worker process (copier.py, from the pool) with a feeding thread and a reading thread."""
 
     def __init__(self, crew: Crew, counter: List[int]) -> None:
         self.crew = crew
@@ -191,21 +294,18 @@ class _ProcessMember:
         fds: Tuple[int, ...] = ()
         if crew.trees is not None:
             src, dst = crew.trees
-            config += (src.path, src.fd, dst.path, dst.fd, crew.verify)
+            config += (src.path, copier.PASSED_FDS, dst.path, copier.PASSED_FDS, crew.verify)
             fds = (src.fd, dst.fd)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", _COPIER_SCRIPT, str(os.getpid())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            close_fds=True,
-            pass_fds=fds,
-        )
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.wfd = self.proc.stdin.fileno()
-        self.rfd = self.proc.stdout.fileno()
+        self.worker = _take_worker()
+        try:
+            self.worker.start_job(config, fds)
+        except OSError:  # a pooled process that died meanwhile: a fresh one
+            self.worker.reap()
+            self.worker = _Worker()
+            self.worker.start_job(config, fds)
+        self.proc = self.worker.proc
         self.slots = threading.Semaphore(IN_FLIGHT)
-        self.killed = False
-        copier.send_frame(self.wfd, config)
+        self.killed = self.returned = False
         self.feeder = threading.Thread(target=self._feed, name="copy-offload-feeder", daemon=True)
         self.reader = threading.Thread(target=self._read, name="copy-offload-reader", daemon=True)
         self.feeder.start()
@@ -213,37 +313,42 @@ class _ProcessMember:
 
     def _feed(self) -> None:
         crew = self.crew
+        wfd = self.worker.wfd
+        ended = False
         try:
             while True:
                 while not self.slots.acquire(timeout=0.2):
                     if crew.stopping() or self.killed:
                         return
                 batch = crew.queue.get()
+                if batch is None and not (crew.stopping() or self.killed):
+                    copier.send_frame(wfd, None)  # the job is over: the worker answers ("z",)
+                    ended = True
+                    return
                 if batch is None or crew.stopping() or self.killed:
                     return
                 if batch[3]:
                     crew.swept_dirs.add(batch[1])
-                try:
-                    copier.send_frame(self.wfd, batch)
-                except OSError:
-                    return  # the worker is gone; the reader reports why
+                copier.send_frame(wfd, batch)
+        except OSError:
+            return  # the worker is gone; the reader reports why
         finally:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            except OSError:
-                pass
+            if not ended:
+                self.worker.end_input()
 
     def _read(self) -> None:
         crew = self.crew
         counter = self.counter
-        failed = False
+        failed = reusable = False
         while True:
             try:
-                message = copier.receive_frame(self.rfd)
+                message = copier.receive_frame(self.worker.rfd)
             except (EOFError, OSError, ValueError):
                 break
             kind = message[0]
+            if kind == "z":
+                reusable = True
+                break
             if kind == "e":
                 failed = True
                 crew.on_failure(Failure(message[1], message[2], message[3], message[4]))
@@ -256,17 +361,25 @@ class _ProcessMember:
             counter[0] += message[1]
             counter[1] += message[2]
             counter[2] += message[3]
+            if len(message) > 4:
+                counter[4] += message[4]
             if kind == "d":
                 self.slots.release()
-        code = self.proc.wait()
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
+        with crew._lock:  # halt() kills under this lock: never a process handed back
+            self.returned = reusable and not self.killed
+        if self.returned:
+            _return_worker(self.worker)
+            code = 0
+        else:
+            code = self.worker.reap()
         if crew.budget is not None:
             crew.budget.release()
         if code != 0 and not failed and not self.killed and not crew.stopping():
             crew.on_crash("copy worker process %d exited with status %d" % (self.proc.pid, code))
 
     def kill(self) -> None:
+        if self.returned:  # back in the pool, perhaps working for another job now
+            return
         self.killed = True
         try:
             self.proc.kill()
