@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Crew", "QUEUE_BATCHES", "warm_pool"]
 
-QUEUE_BATCHES = 4096  # bounds the walker's lead (memory) on huge trees
+QUEUE_BATCHES = 256  # bounds the walker's lead, so memory stays flat on huge trees (~50 files a batch)
 IN_FLIGHT = 2  # batches sent ahead to each worker process
 _COPIER_SCRIPT = copier.__file__
 
