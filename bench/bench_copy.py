@@ -254,7 +254,12 @@ def main() -> int:
     places = [("disk", tempfile.mkdtemp(prefix="bench-copy-", dir=args.dir))]
     if args.tmpfs:
         places.append(("tmpfs", tempfile.mkdtemp(prefix="bench-copy-", dir=args.tmpfs)))
-    served = ServedEngine([base for _where, base in places], workers=args.workers)
+    try:
+        served = ServedEngine([base for _where, base in places], workers=args.workers)
+    except BaseException:
+        for _where, base in places:
+            shutil.rmtree(base, ignore_errors=True)
+        raise
     print("%d CPUs, python %s; server pid %d (local driver, TLS, token); page cache %s; dcp: %s" % (
         os.cpu_count() or 0, sys.version.split()[0], served.pid,
         "dropped before every run" if drop else "NOT dropped (needs root to write %s)" % DROP_CACHES,

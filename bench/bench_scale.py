@@ -9,8 +9,10 @@ copy-offload-server (local driver, TLS, token; served.py) with the client librar
 process. A fresh server per count, so each peak is that count's own: the peak RSS is VmHWM from
 ``/proc/<pid>/status`` of the server and of each of its worker processes, read just before the
 server stops, and the family's peak is the largest sum of their VmRSS over samples every 20 ms
-during the copy. ``--runs`` copies per count (median files/s; the peaks cover all of them). The
-trees are removed after each count. Targets (issue 15): files/s within 20 % from the smallest
+during the copy. ``--runs`` copies per count (median files/s; the peaks cover all of them).
+One ``cp -r`` of the same tree per count (``--no-cp`` to skip) shows how much of a slowdown at
+scale is the kernel's (tmpfs with millions of inodes) rather than the engine's. The trees are
+removed after each count. Targets (issue 15): files/s within 20 % from the smallest
 count to the largest, and the server's peak RSS growing by less than 64 MiB.
 """
 
@@ -26,7 +28,7 @@ import threading
 import time
 from typing import Dict, List, Tuple
 
-from bench_copy import fs_type, make_tree
+from bench_copy import fs_type, make_tree, run_command
 from served import ServedEngine
 
 
@@ -76,7 +78,7 @@ class Sampler:
             self.sample()
 
 
-def measure(count: int, base: str, file_kib: int, runs: int, workers: int) -> Dict[str, float]:
+def measure(count: int, base: str, file_kib: int, runs: int, workers: int, peer: bool) -> Dict[str, float]:
     work = tempfile.mkdtemp(prefix="scale-%d-" % count, dir=base)
     try:
         tree = os.path.join(work, "tree")
@@ -96,10 +98,15 @@ def measure(count: int, base: str, file_kib: int, runs: int, workers: int) -> Di
             workers_hwm = max([kib for pid, kib in sampler.hwm.items() if pid != served.pid] or [0])
         finally:
             served.stop()
+        cp_seconds = 0.0
+        if peer:
+            cp_seconds = run_command(["cp", "-r", tree, os.path.join(work, "cp")])
+            shutil.rmtree(os.path.join(work, "cp"))
         med = statistics.median(times)
         return {"count": count, "seconds": med, "files_s": count / med, "idle_kib": idle,
                 "server_hwm_kib": server_hwm, "worker_hwm_kib": workers_hwm,
-                "family_peak_kib": sampler.family_peak, "runs": len(times)}
+                "family_peak_kib": sampler.family_peak, "runs": len(times),
+                "cp_files_s": count / cp_seconds if cp_seconds else 0.0}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -111,6 +118,7 @@ def main() -> int:
     parser.add_argument("--dir", default="/dev/shm", help="where the trees go (default /dev/shm, tmpfs)")
     parser.add_argument("--runs", type=int, default=3, help="copies per count (median)")
     parser.add_argument("--workers", type=int, default=0, help="engine workers (default: the server's)")
+    parser.add_argument("--no-cp", action="store_true", help="skip the cp -r row")
     args = parser.parse_args()
     counts = [int(text) for text in args.counts.split(",") if text.strip()]
     print("%d CPUs, python %s; trees in %s (%s), %d KiB files, %d copies each; load average %.2f %.2f %.2f"
@@ -119,14 +127,14 @@ def main() -> int:
     rows = []
     for count in counts:
         print("%d files:" % count, flush=True)
-        rows.append(measure(count, args.dir, args.file_kib, args.runs, args.workers))
+        rows.append(measure(count, args.dir, args.file_kib, args.runs, args.workers, not args.no_cp))
         print("  load average %.2f %.2f %.2f" % os.getloadavg(), flush=True)
-    print("\n%10s %9s %10s %12s %14s %14s %15s" % ("files", "median s", "files/s", "server idle",
-                                                 "server VmHWM", "worker VmHWM", "family peak"))
+    print("\n%10s %9s %10s %12s %14s %14s %15s %12s" % ("files", "median s", "files/s", "server idle",
+                                                      "server VmHWM", "worker VmHWM", "family peak", "cp -r f/s"))
     for row in rows:
-        print("%10d %9.3f %10.0f %8.1f MiB %10.1f MiB %10.1f MiB %11.1f MiB" % (
+        print("%10d %9.3f %10.0f %8.1f MiB %10.1f MiB %10.1f MiB %11.1f MiB %12.0f" % (
             row["count"], row["seconds"], row["files_s"], row["idle_kib"] / 1024, row["server_hwm_kib"] / 1024,
-            row["worker_hwm_kib"] / 1024, row["family_peak_kib"] / 1024))
+            row["worker_hwm_kib"] / 1024, row["family_peak_kib"] / 1024, row["cp_files_s"]))
     if len(rows) > 1:
         first, last = rows[0], rows[-1]
         speed = last["files_s"] / first["files_s"]
