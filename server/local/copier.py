@@ -190,7 +190,12 @@ class Copier:
                 fo = os.open(dname, self.dst_flags, perm, dir_fd=dfd)
             step = "copying"
             if size:
-                if sparse:
+                if size <= self.chunk and self.method == _CFR and not sparse and not self.direct_min:
+                    copied = _small_copy(fi, fo, size)  # one call, the common case on small-file trees
+                    self.counter[0] += copied
+                    if copied < size:  # short (or refused): the rest the usual way, with its fallbacks
+                        self.copy_range(fi, fo, copied, size - copied)
+                elif sparse:
                     self.copy_sparse(fi, fo, size)
                 elif not (self.direct_min and size >= self.direct_min and self.copy_direct(fi, fo, size)):
                     self.copy_range(fi, fo, 0, size)
@@ -393,6 +398,17 @@ class Copier:
                 raise Stopped()
             if self.on_chunk is not None and want == chunk:
                 self.on_chunk()
+
+
+def _small_copy(fi: int, fo: int, size: int) -> int:
+    """copy_file_range of a whole small file; 0 where the file system refuses it (then the caller's
+    copy_range() falls back as for any file)."""
+    try:
+        return os.copy_file_range(fi, fo, size, 0, 0)
+    except OSError as exc:
+        if exc.errno in FALLBACK_ERRNOS:
+            return 0
+        raise
 
 
 def _pcopy(fi: int, fo: int, offset: int, want: int) -> int:

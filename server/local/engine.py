@@ -60,6 +60,8 @@ __all__ = ["CopyJob", "CopyError", "CopyCancelled", "Progress"]
 
 CHUNK = 32 << 20  # bytes per copy call: the longest a cancel waits for in a thread
 BATCH_FILES = 128
+SAMPLE = 8  # files of a directory the walk stats before it trusts that the rest are small
+LARGE = 1 << 20  # a sampled file this big makes the walk stat the whole directory
 BATCH_BYTES = 64 << 20
 MAX_WORKERS = 64
 DIRECT_MIN = 64 << 20  # with direct=True, files this big bypass the page cache
@@ -560,9 +562,10 @@ class CopyJob:
                     dfd = self._open(dst, dst_dir, "opening directory")
                 batch: List[Entry] = []
                 batch_bytes = 0
-                # Sizes are unknown here, so a directory is shared out by count: a few large
-                # files still go to different copiers.
-                per_batch = min(BATCH_FILES, -(-len(entries) // self.workers))
+                # A directory goes whole to one copier (two creating in one directory contend for
+                # its lock), unstatted, unless a sampled file is large: then every file is statted
+                # and the batches are cut by bytes, so large files go to different copiers.
+                sized, sampled = dryrun, 0
                 for entry in entries:
                     name = entry.name
                     try:  # d_type says what it is; only directories, links and a dry run stat here
@@ -572,11 +575,16 @@ class CopyJob:
                                           *self._subdir(dfd, dst_dir, name, merge, st, src_dir)))
                             continue
                         if entry.is_file(follow_symlinks=False):
-                            if dryrun:
-                                size = entry.stat(follow_symlinks=False).st_size
+                            if sized or sampled < SAMPLE:
+                                sampled += 1
+                                st = entry.stat(follow_symlinks=False)
+                                size = st.st_size
+                                sized = sized or size >= LARGE
+                                item: Entry = (name, name, KIND_FILE, size, st.st_mode, st.st_atime_ns,
+                                               st.st_mtime_ns, _looks_sparse(st))
                             else:  # the copier stats it on its open descriptor (copier.py)
                                 size = 0
-                            item: Entry = (name, name, KIND_FILE, SIZE_UNKNOWN, 0, 0, 0, False)
+                                item = (name, name, KIND_FILE, SIZE_UNKNOWN, 0, 0, 0, False)
                         elif entry.is_symlink():
                             st = entry.stat(follow_symlinks=False)
                             size = 0
@@ -597,7 +605,7 @@ class CopyJob:
                     sizes += size
                     batch.append(item)
                     batch_bytes += size
-                    if len(batch) >= per_batch or batch_bytes >= BATCH_BYTES:
+                    if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
                         self._bytes_total, self._files_total = sizes, files
                         self._submit((src_dir, dst_dir, batch, merge))
                         batch, batch_bytes = [], 0
