@@ -317,6 +317,7 @@ class CopyJob:
             trees=(self._src, self._dst),
             verify=self.verify,
             on_mismatch=self._on_mismatch,
+            thread_first=not self._source_is_dir,
         )
         try:
             if not self.dryrun:
