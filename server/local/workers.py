@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Callable, List, Optional, Set, Tuple
 
 from copy_offload.server.local import beneath, copier
@@ -93,6 +94,10 @@ class Crew:
                 raise Stopped()
             try:
                 self.queue.put(batch, timeout=0.2)
+                # Let the feeding and reading threads run now: the walk is pure Python between
+                # batches and would keep the interpreter lock for a whole switch interval (5 ms),
+                # long enough for the worker processes to run dry (a third of a small-file copy).
+                time.sleep(0)
                 return
             except queue.Full:
                 continue
