@@ -12,9 +12,9 @@ Worker protocol, on stdin/stdout, frames of a 4-byte big-endian length and a ``m
 in, per job, first a config ``(token, umask, chunk, direct_min, source root, its fd, destination
 root, its fd, verify)`` (root descriptors inherited with ``pass_fds``, or, when both numbers are
 ``PASSED_FDS``, sent with ``SCM_RIGHTS`` on the stdin socket right after the config) then
-batches, then ``None``, answered ``("z",)``: the job is over and the process waits for the next
+frames, each a list of batches, then ``None``, answered ``("z",)``: the job is over and the process waits for the next
 config (the server keeps such processes in a pool, so a job starts none). Out,
-``("p", bytes, files, verified, bytes found)`` progress deltas, ``("d", ...)`` the same when a batch is done,
+``("p", bytes, files, verified, bytes found)`` progress deltas, ``("d", ...)`` the same when a frame is done,
 ``("m", text)`` for a file that differs from its source after the copy (verify), and
 ``("e", errno, strerror, step, path)`` on failure, after which the worker exits. End of stdin
 ends the worker; a cancel kills it, and the engine removes what it left; a worker whose server
@@ -534,7 +534,8 @@ def _serve_job(config: tuple, rfd: int, wfd: int, parent: int) -> Optional[int]:
                 send_frame(wfd, ("z",))
                 return None
             try:
-                copier.copy_batch(batch)
+                for one in [batch] if isinstance(batch, tuple) else batch:  # a frame: a list of batches
+                    copier.copy_batch(one)
             except Stopped:
                 return 1
             except Failure as exc:

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["Crew", "QUEUE_BATCHES", "warm_pool"]
 
 QUEUE_BATCHES = 256  # bounds the walker's lead, so memory stays flat on huge trees (~50 files a batch)
-IN_FLIGHT = 4  # batches sent ahead to each worker process (hand-offs wait on the server's threads)
+IN_FLIGHT = 4  # frames sent ahead to each worker process (hand-offs wait on the server's threads)
+FRAME_FILES = 512  # a frame carries waiting batches up to this many files: fewer hand-offs
 _COPIER_SCRIPT = copier.__file__
 
 
@@ -334,21 +335,40 @@ class _ProcessMember:
                 while not self.slots.acquire(timeout=0.2):
                     if crew.stopping() or self.killed:
                         return
-                batch = crew.queue.get()
-                if batch is None and not (crew.stopping() or self.killed):
+                frame, last = self._gather(crew.queue.get())
+                if crew.stopping() or self.killed:
+                    return
+                if frame:
+                    copier.send_frame(wfd, frame)
+                if last:
                     copier.send_frame(wfd, None)  # the job is over: the worker answers ("z",)
                     ended = True
                     return
-                if batch is None or crew.stopping() or self.killed:
-                    return
-                if batch[3]:
-                    crew.swept_dirs.add(batch[1])
-                copier.send_frame(wfd, batch)
         except OSError:
             return  # the worker is gone; the reader reports why
         finally:
             if not ended:
                 self.worker.end_input()
+
+    def _gather(self, first: Optional[Batch]) -> Tuple[List[Batch], bool]:
+        """``first`` and the batches waiting behind it, up to FRAME_FILES files; and whether the
+        end of the job (``None``) came with them."""
+        crew = self.crew
+        frame: List[Batch] = []
+        batch = first
+        files = 0
+        while batch is not None:
+            if batch[3]:
+                crew.swept_dirs.add(batch[1])
+            frame.append(batch)
+            files += len(batch[2])
+            if files >= FRAME_FILES:
+                return frame, False
+            try:
+                batch = crew.queue.get_nowait()
+            except queue.Empty:
+                return frame, False
+        return frame, True
 
     def _read(self) -> None:
         crew = self.crew
