@@ -93,7 +93,9 @@ class LocalDriver(Driver):
         except BaseException:
             self.state_lock.close()
             raise
-        self.workers = workers if workers and workers > 0 else (os.cpu_count() or 1)
+        # Twice the CPUs: file creation waits (metadata reads, directory locks) as much as it
+        # computes, so more copiers than cores keep both busy (docs/performance.md).
+        self.workers = workers if workers and workers > 0 else 2 * (os.cpu_count() or 1)
         self.node_name = node_name or socket.gethostname().split(".")[0] or "localhost"
         self._active: Dict[str, _Request] = {}
         self._recent: collections.OrderedDict[str, _Request] = collections.OrderedDict()
