@@ -1,19 +1,35 @@
-"""Benchmark: the local driver's copy engine against cp, cp -r and rsync -a, side by side.
+"""Benchmark: the local driver's copy engine against cp, cp -r, cp -a, rsync -a and dcp, side by side.
 
-    .venv/bin/python bench/bench_copy.py [--size-mib 1024] [--files 20000] [--runs 3]
+    .venv/bin/python bench/bench_copy.py [--size-mib 1024] [--files 20000] [--runs 5]
+        [--dir /var/tmp] [--tmpfs /dev/shm] [--dcp /opt/mpifileutils/bin/dcp]
 
-It generates one large file and a tree of small files in a temporary directory (``--dir``,
-default the system temp dir; every copy reads and writes on that same file system), then
-times each contender copying each data set, interleaved round by round in a shuffled order,
-``sync`` before every copy. Copies are not deleted between runs: on a file system without a
-journal, ext4 skips recently deleted inodes (for 60 s, 360 s while their inode table is dirty)
-when it allocates new ones, which makes whoever creates files right after a big delete much
-slower. For the same reason the benchmark first probes file creation and waits until it runs
-at normal speed. Everything is removed at the end (then synced, to shorten that window).
+The engine is timed the way a user meets it: ``copy-offload`` is a copy through a running
+``copy-offload-server`` (local driver, TLS, token) made and waited for with the project's client
+library in this process (served.py), so the request, the driver, the worker processes and the
+status long-poll are all in the figure, and no interpreter start-up is. ``engine in-process``
+is the engine called directly (``CopyJob(...).run()``), for the server's share.
 
-Ratios are speed ratios, ours/peer (peer time / our time): > 1 means we were faster. The
-``copy-offload verify`` row is the engine with the ``verify`` profile (every file read back and
-compared with its source); a line under each table gives its cost as a paired time ratio.
+Data: one large file (default 1 GiB) on disk, and a tree of small files (default 20,000 x 4 KiB,
+100 per directory) on disk (``--dir``) and on tmpfs (``--tmpfs``; tmpfs isolates the copying
+cost from writeback noise). Every copy reads and writes on the same file system.
+
+Protocol, per timed run: ``sync``; the page cache dropped (``echo 3 > /proc/sys/vm/drop_caches``,
+needs root; without it the run says so and goes on with a warm cache); the source read once
+(warmed again), so every tool starts from the same cached source and pays only for its own
+writes; then the copy, timed. The contenders run in a fresh shuffled order every round and the
+ratio reported is the paired one: the median over rounds of (peer time / our time), runs made
+seconds apart, which is steadier than the ratio of medians when the shared machine's speed
+drifts. Ratios > 1 mean ours was faster.
+
+Peers: ``cp`` (the file), ``cp -r`` and ``cp -a`` (trees), ``rsync -a``, and ``dcp`` under
+``mpirun -np 2`` when ``--dcp`` names it or ``dcp`` is on ``PATH`` (as root, Open MPI needs
+``OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1``, which the script sets).
+
+Tree copies on disk are not deleted between runs: on a file system without a journal, ext4
+skips recently deleted inodes (for 60 s, 360 s while their inode table is dirty) when it
+allocates new ones, which makes whoever creates files right after a big delete much slower. For
+the same reason the benchmark first probes file creation and waits until it runs at normal
+speed. Large-file copies and tmpfs copies are deleted after each run (no such effect; space).
 """
 
 from __future__ import annotations
@@ -27,12 +43,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from copy_offload.server.local.engine import CopyJob
+from served import ServedEngine
 
 OURS = "copy-offload"
+INPROC = "engine in-process"
 VERIFY = OURS + " verify"
+DROP_CACHES = "/proc/sys/vm/drop_caches"
+MPI_ROOT_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 
 
 def fs_type(path: str) -> str:
@@ -52,20 +72,16 @@ def make_big(path: str, size: int) -> None:
             left -= len(block)
 
 
-def make_tree(root: str, count: int, seed: int = 1) -> int:
-    """``count`` files of 0..8 KiB, 100 per directory, 20 directories per group."""
-    rnd = random.Random(seed)
-    noise = os.urandom(8192)
-    total = 0
+def make_tree(root: str, count: int, file_size: int = 4096, per_dir: int = 100, per_group: int = 20) -> int:
+    """``count`` files of ``file_size`` bytes, ``per_dir`` per directory, ``per_group`` directories per group."""
+    noise = os.urandom(file_size)
     for i in range(count):
-        directory = os.path.join(root, "g%03d" % (i // 2000), "d%04d" % (i // 100))
-        if i % 100 == 0:
+        directory = os.path.join(root, "g%03d" % (i // (per_dir * per_group)), "d%04d" % (i // per_dir))
+        if i % per_dir == 0:
             os.makedirs(directory, exist_ok=True)
-        size = rnd.randint(0, 8192)
-        with open(os.path.join(directory, "f%06d.dat" % i), "wb") as out:
-            out.write(noise[:size])
-        total += size
-    return total
+        with open(os.path.join(directory, "f%07d.dat" % i), "wb") as out:
+            out.write(noise)
+    return count * file_size
 
 
 def tree_stats(root: str) -> Tuple[int, int]:
@@ -96,34 +112,75 @@ def settle(base: str, limit: float = 400.0, normal: float = 60e-6) -> None:
         time.sleep(15)
 
 
-def run_command(argv: List[str]) -> float:
+def can_drop_caches() -> bool:
+    return os.access(DROP_CACHES, os.W_OK)
+
+
+def drop_caches() -> None:
+    with open(DROP_CACHES, "w") as handle:
+        handle.write("3\n")
+
+
+def warm(path: str) -> None:
+    """Read ``path`` (a file or a whole tree) once, so its data and inodes are cached again."""
+    if os.path.isfile(path):
+        paths = [path]
+    else:
+        paths = [os.path.join(d, n) for d, _dirs, names in os.walk(path) for n in names]
+    for name in paths:
+        with open(name, "rb", buffering=0) as handle:
+            while handle.read(8 << 20):
+                pass
+
+
+def prepare_run(src: str, drop: bool) -> None:
+    """The protocol before every timed run: sync, drop the page cache, warm the source."""
+    subprocess.run(["sync"], check=True)
+    if drop:
+        drop_caches()
+    warm(src)
+
+
+def run_command(argv: List[str], env: Optional[Dict[str, str]] = None) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, check=True)
+    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
-def run_ours(src: str, dst: str, workers: int, direct: bool = False, verify: bool = False) -> float:
+def run_in_process(src: str, dst: str, workers: int, verify: bool = False) -> float:
     start = time.perf_counter()
-    CopyJob(src, dst, workers=workers or None, direct=direct, verify=verify).run()
+    CopyJob(src, dst, workers=workers or None, verify=verify).run()
     return time.perf_counter() - start
 
 
-def contenders(kind: str, workers: int) -> Dict[str, Callable[[str, str], float]]:
-    table: Dict[str, Callable[[str, str], float]] = {OURS: lambda s, d: run_ours(s, d, workers)}
-    table[VERIFY] = lambda s, d: run_ours(s, d, workers, verify=True)  # dmProfile "verify": read back
+def find_dcp(given: str) -> Optional[str]:
+    if given:
+        return given if os.access(given, os.X_OK) else None
+    return shutil.which("dcp")
+
+
+Tool = Callable[[str, str], float]
+
+
+def contenders(kind: str, served: ServedEngine, workers: int, dcp: Optional[str], verify: bool) -> Dict[str, Tool]:
+    table: Dict[str, Tool] = {OURS: served.copy, INPROC: lambda s, d: run_in_process(s, d, workers)}
+    if verify:  # dmProfile "verify": every file read back
+        table[VERIFY] = lambda s, d: run_in_process(s, d, workers, verify=True)
     if kind == "file":
-        table[OURS + " --direct"] = lambda s, d: run_ours(s, d, workers, direct=True)
         table["cp"] = lambda s, d: run_command(["cp", s, d])
     else:
         table["cp -r"] = lambda s, d: run_command(["cp", "-r", s, d])
         table["cp -a"] = lambda s, d: run_command(["cp", "-a", s, d])
     if shutil.which("rsync"):
         table["rsync -a"] = lambda s, d: run_command(["rsync", "-a", s + ("/" if kind == "tree" else ""), d])
+    if dcp and shutil.which("mpirun"):
+        env = dict(os.environ, **MPI_ROOT_ENV)
+        table["dcp -np 2"] = lambda s, d: run_command(["mpirun", "-np", "2", dcp, "--quiet", s, d], env)
     return table
 
 
-def measure(kind: str, src: str, out_root: str, runs: int, workers: int) -> Dict[str, List[float]]:
-    table = contenders(kind, workers)
+def measure(kind: str, src: str, out_root: str, runs: int, table: Dict[str, Tool], drop: bool,
+            keep: bool) -> Dict[str, List[float]]:
     names = list(table)
     times: Dict[str, List[float]] = {name: [] for name in names}
     shuffle = random.Random(7).shuffle  # a fresh order each round: no tool always follows the same one
@@ -132,28 +189,39 @@ def measure(kind: str, src: str, out_root: str, runs: int, workers: int) -> Dict
         shuffle(order)
         for name in order:
             dst = os.path.join(out_root, "%s-%s-%d" % (kind, name.replace(" ", ""), round_no))
-            subprocess.run(["sync"], check=True)
+            prepare_run(src, drop)
             times[name].append(table[name](src, dst))
-            if kind == "tree" and round_no == 0 and tree_stats(dst) != tree_stats(src):
-                raise SystemExit("%s produced a different tree" % name)
-            if kind == "file" and round_no == 0 and os.path.getsize(dst) != os.path.getsize(src):
-                raise SystemExit("%s produced a different file" % name)
+            if round_no == 0:
+                check_copy(kind, name, src, dst)
+            if not keep:
+                remove(dst)
     return times
 
 
-def report(title: str, times: Dict[str, List[float]], size: int, files: int) -> None:
-    """Medians, and the ratio two ways: of the medians, and the median of each round's ratio.
+def check_copy(kind: str, name: str, src: str, dst: str) -> None:
+    if kind == "tree" and tree_stats(dst) != tree_stats(src):
+        raise SystemExit("%s produced a different tree" % name)
+    if kind == "file" and os.path.getsize(dst) != os.path.getsize(src):
+        raise SystemExit("%s produced a different file" % name)
 
-    The paired one compares runs made seconds apart, so it is the steadier of the two when the
-    machine's speed drifts (other work, the host reclaiming memory).
-    """
+
+def remove(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def report(title: str, times: Dict[str, List[float]], size: int, files: int) -> None:
+    """Medians, and the ratio two ways: of the medians, and the median of each round's ratio."""
     ours = times[OURS]
-    print("\n%s (%d file%s, %.1f MiB)" % (title, files, "" if files == 1 else "s", size / 2**20), flush=True)
+    print("\n%s (%d file%s, %.1f MiB); load average %.2f %.2f %.2f" % (
+        title, files, "" if files == 1 else "s", size / 2**20, *os.getloadavg()), flush=True)
     print("%-22s %9s %9s %10s %10s %10s" % ("tool", "median s", "min s", "MiB/s", "ours/peer", "paired"),
           flush=True)
     for name, values in times.items():
         med = statistics.median(values)
-        if name.startswith(OURS):
+        if name == OURS:
             ratio = paired = ""
         else:
             ratio = "%.2fx" % (med / statistics.median(ours))
@@ -161,41 +229,64 @@ def report(title: str, times: Dict[str, List[float]], size: int, files: int) -> 
         print("%-22s %9.3f %9.3f %10.1f %10s %10s" % (name, med, min(values), size / 2**20 / med, ratio, paired),
               flush=True)
     if VERIFY in times:
-        cost = statistics.median(v / o for v, o in zip(times[VERIFY], ours))
+        cost = statistics.median(v / o for v, o in zip(times[VERIFY], times[INPROC]))
         print("verify (dmProfile \"verify\": every file read back and compared): %.2fx the time of %s, paired"
-              % (cost, OURS), flush=True)
+              % (cost, INPROC), flush=True)
     print("runs: " + "; ".join("%s %s" % (n, " ".join("%.3f" % v for v in vs)) for n, vs in times.items()), flush=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=1024, help="size of the large file (MiB)")
-    parser.add_argument("--files", type=int, default=20000, help="number of small files in the tree")
-    parser.add_argument("--runs", type=int, default=3, help="timed runs per contender")
-    parser.add_argument("--workers", type=int, default=0, help="engine workers (default: CPUs)")
-    parser.add_argument("--dir", default=tempfile.gettempdir(), help="where to put the data")
+    parser.add_argument("--size-mib", type=int, default=1024, help="size of the large file (MiB; 0: none)")
+    parser.add_argument("--files", type=int, default=20000, help="number of small files in the tree (0: none)")
+    parser.add_argument("--file-kib", type=int, default=4, help="size of each small file (KiB)")
+    parser.add_argument("--runs", type=int, default=5, help="timed rounds (each contender once per round)")
+    parser.add_argument("--workers", type=int, default=0, help="engine workers (default: the server's)")
+    parser.add_argument("--dir", default="/var/tmp", help="disk directory for the data (default /var/tmp)")
+    parser.add_argument("--tmpfs", default="/dev/shm", help="tmpfs directory for the tree row ('' to skip)")
+    parser.add_argument("--dcp", default="", help="dcp binary (default: dcp on PATH); run under mpirun -np 2")
+    parser.add_argument("--verify", action="store_true", help="add the engine with the verify profile")
     parser.add_argument("--only", choices=("file", "tree"), help="run one data set only")
     args = parser.parse_args()
 
-    base = tempfile.mkdtemp(prefix="bench-copy-", dir=args.dir)
-    print("data in %s (%s), %d CPUs, python %s" % (base, fs_type(base), os.cpu_count() or 0, sys.version.split()[0]), flush=True)
+    dcp = find_dcp(args.dcp)
+    drop = can_drop_caches()
+    places = [("disk", tempfile.mkdtemp(prefix="bench-copy-", dir=args.dir))]
+    if args.tmpfs:
+        places.append(("tmpfs", tempfile.mkdtemp(prefix="bench-copy-", dir=args.tmpfs)))
     try:
-        subprocess.run(["sync"], check=True)
-        settle(base)
-        print("load average before: %.2f %.2f %.2f" % os.getloadavg(), flush=True)
-        if args.only in (None, "file") and args.size_mib > 0:
-            big = os.path.join(base, "big.dat")
-            make_big(big, args.size_mib << 20)
-            times = measure("file", big, base, args.runs, args.workers)
-            report("one large file", times, args.size_mib << 20, 1)
-        if args.only in (None, "tree") and args.files > 0:
-            tree = os.path.join(base, "tree")
-            size = make_tree(tree, args.files)
-            times = measure("tree", tree, base, args.runs, args.workers)
-            report("tree of small files", times, size, args.files)
-        print("load average after: %.2f %.2f %.2f" % os.getloadavg(), flush=True)
+        served = ServedEngine([base for _where, base in places], workers=args.workers)
+    except BaseException:
+        for _where, base in places:
+            shutil.rmtree(base, ignore_errors=True)
+        raise
+    print("%d CPUs, python %s; server pid %d (local driver, TLS, token); page cache %s; dcp: %s" % (
+        os.cpu_count() or 0, sys.version.split()[0], served.pid,
+        "dropped before every run" if drop else "NOT dropped (needs root to write %s)" % DROP_CACHES,
+        dcp or "not found (--dcp or PATH)"), flush=True)
+    try:
+        for where, base in places:
+            print("%s data in %s (%s)" % (where, base, fs_type(base)), flush=True)
+            if where == "disk":
+                subprocess.run(["sync"], check=True)
+                settle(base)
+            if where == "disk" and args.only in (None, "file") and args.size_mib > 0:
+                big = os.path.join(base, "big.dat")
+                make_big(big, args.size_mib << 20)
+                table = contenders("file", served, args.workers, dcp, args.verify)
+                times = measure("file", big, base, args.runs, table, drop, keep=False)
+                report("one large file on %s (%s)" % (where, fs_type(base)), times, args.size_mib << 20, 1)
+                os.unlink(big)
+            if args.only in (None, "tree") and args.files > 0:
+                tree = os.path.join(base, "tree")
+                size = make_tree(tree, args.files, args.file_kib << 10)
+                table = contenders("tree", served, args.workers, dcp, args.verify)
+                times = measure("tree", tree, base, args.runs, table, drop, keep=where == "disk")
+                report("tree of small files on %s (%s)" % (where, fs_type(base)), times, size, args.files)
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        served.stop()
+        for _where, base in places:
+            shutil.rmtree(base, ignore_errors=True)
         subprocess.run(["sync"], check=False)
     return 0
 

@@ -9,9 +9,12 @@ files, copying in separate processes keeps the interpreter lock out of the kerne
 (bench/bench_copy.py measures it).
 
 Worker protocol, on stdin/stdout, frames of a 4-byte big-endian length and a ``marshal`` blob:
-in, first a config ``(token, umask, chunk, direct_min, source root, its fd, destination root,
-its fd, verify)`` (the root descriptors are inherited: ``pass_fds``) then batches; out,
-``("p", bytes, files, verified)`` progress deltas, ``("d", ...)`` the same when a batch is done,
+in, per job, first a config ``(token, umask, chunk, direct_min, source root, its fd, destination
+root, its fd, verify)`` (root descriptors inherited with ``pass_fds``, or, when both numbers are
+``PASSED_FDS``, sent with ``SCM_RIGHTS`` on the stdin socket right after the config) then
+frames, each a list of batches, then ``None``, answered ``("z",)``: the job is over and the process waits for the next
+config (the server keeps such processes in a pool, so a job starts none). Out,
+``("p", bytes, files, verified, bytes found)`` progress deltas, ``("d", ...)`` the same when a frame is done,
 ``("m", text)`` for a file that differs from its source after the copy (verify), and
 ``("e", errno, strerror, step, path)`` on failure, after which the worker exits. End of stdin
 ends the worker; a cancel kills it, and the engine removes what it left; a worker whose server
@@ -25,6 +28,7 @@ import fcntl
 import marshal
 import mmap
 import os
+import stat
 import struct
 import sys
 import time
@@ -48,7 +52,11 @@ if TYPE_CHECKING:  # typing costs ~10 ms at the start of every worker process
 TEMP_MARK = ".copy-offload-"
 KIND_FILE, KIND_LINK = 0, 1
 FALLBACK_ERRNOS = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
-_O_SRC = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+SPARSE_MIN = 1 << 20  # files this big whose blocks do not cover their size are copied by extent
+SIZE_UNKNOWN = -1  # an entry's size when the walk did not stat it: the copier does, on its descriptor
+# O_NONBLOCK: a source swapped for a fifo after the walk must not block the open (it then fails
+# as "no longer a regular file"); it changes nothing for regular files.
+_O_SRC = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 _O_NOATIME = getattr(os, "O_NOATIME", 0)  # reading must not dirty the source's inode (atime)
 _O_DST = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 _CFR, _SENDFILE, _RW = 0, 1, 2
@@ -83,8 +91,9 @@ def temp_name(name: str, token: str) -> str:
 
 
 class Copier:
-    """Copies batches; ``counter`` is ``[bytes, files, verified bytes, mismatches]``, grown as work
-    completes.
+    """Copies batches; ``counter`` is ``[bytes, files, verified bytes, mismatches, bytes found]``,
+    grown as work completes (bytes found: the sizes of entries the walk left unstatted, learned
+    here with one ``fstat`` of the open source; a counter of four is enough without such entries).
 
     ``stopping()`` is polled between files and between chunks; ``on_chunk()``, if given, is
     called after each chunk of a large file (worker processes report progress from it).
@@ -164,6 +173,14 @@ class Copier:
                 if not self.src_flags & _O_NOATIME:
                     raise
                 fi = os.open(sname, _O_SRC, dir_fd=sfd)  # O_NOATIME needs ownership (or CAP_FOWNER)
+            if size == SIZE_UNKNOWN:  # the walk read only the directory: status from the open file
+                st = os.fstat(fi)
+                if not stat.S_ISREG(st.st_mode):
+                    raise Failure(0, "no longer a regular file (it changed while copying)", "reading",
+                                  os.path.join(src_dir, sname))
+                size, mode, atime, mtime = st.st_size, st.st_mode, st.st_atime_ns, st.st_mtime_ns
+                sparse = size >= SPARSE_MIN and st.st_blocks * 512 < size
+                self.counter[4] += size
             step = "creating"
             perm = mode & 0o7777
             if replace:
@@ -173,7 +190,12 @@ class Copier:
                 fo = os.open(dname, self.dst_flags, perm, dir_fd=dfd)
             step = "copying"
             if size:
-                if sparse:
+                if size <= self.chunk and self.method == _CFR and not sparse and not self.direct_min:
+                    copied = _small_copy(fi, fo, size)  # one call, the common case on small-file trees
+                    self.counter[0] += copied
+                    if copied < size:  # short (or refused): the rest the usual way, with its fallbacks
+                        self.copy_range(fi, fo, copied, size - copied)
+                elif sparse:
                     self.copy_sparse(fi, fo, size)
                 elif not (self.direct_min and size >= self.direct_min and self.copy_direct(fi, fo, size)):
                     self.copy_range(fi, fo, 0, size)
@@ -286,6 +308,8 @@ class Copier:
             raise
         offset = 0
         while offset < size:
+            if self.stopping():
+                raise Stopped()
             try:
                 data = min(os.lseek(fi, offset, os.SEEK_DATA), size)
             except OSError as exc:
@@ -350,9 +374,7 @@ class Copier:
         end = offset + length
         chunk = self.chunk
         counter = self.counter
-        while offset < end:
-            if self.stopping():
-                raise Stopped()
+        while offset < end:  # the caller checked stopping() before the first chunk
             want = min(chunk, end - offset)
             method = self.method
             try:
@@ -372,8 +394,21 @@ class Copier:
                 return
             offset += got
             counter[0] += got
+            if offset < end and self.stopping():
+                raise Stopped()
             if self.on_chunk is not None and want == chunk:
                 self.on_chunk()
+
+
+def _small_copy(fi: int, fo: int, size: int) -> int:
+    """copy_file_range of a whole small file; 0 where the file system refuses it (then the caller's
+    copy_range() falls back as for any file)."""
+    try:
+        return os.copy_file_range(fi, fo, size, 0, 0)
+    except OSError as exc:
+        if exc.errno in FALLBACK_ERRNOS:
+            return 0
+        raise
 
 
 def _pcopy(fi: int, fo: int, offset: int, want: int) -> int:
@@ -412,29 +447,61 @@ def receive_frame(fd: int):
     return marshal.loads(_read_exact(fd, size))
 
 
+PASSED_FDS = -2  # a root descriptor number meaning: sent with SCM_RIGHTS right after the config
+
+
 def main() -> int:
-    """Worker process: copy the batches read from stdin until it closes."""
+    """Worker process: serve jobs (a config, then its batches) from stdin until it closes."""
     parent = int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid()
     # Per component here: as safe (O_NOFOLLOW at every step, from the inherited root), a few
     # opens per batch, and no ctypes import (3-15 ms) at the start of every worker.
     beneath.use_openat2(False)
     rfd, wfd = sys.stdin.fileno(), sys.stdout.fileno()
+    while True:
+        try:
+            config = receive_frame(rfd)
+        except EOFError:
+            return 0
+        code = _serve_job(config, rfd, wfd, parent)
+        if code is not None:
+            return code
+
+
+def _receive_fds(fd: int, count: int) -> list:
+    import socket  # only workers kept in the server's pool get their roots this way
+
+    sock = socket.socket(fileno=os.dup(fd))
     try:
-        config = receive_frame(rfd)
-    except EOFError:
-        return 0
+        _data, fds, _flags, _addr = socket.recv_fds(sock, 1, count)
+    finally:
+        sock.close()
+    if len(fds) != count:
+        raise EOFError()
+    return fds
+
+
+def _serve_job(config: tuple, rfd: int, wfd: int, parent: int) -> Optional[int]:
+    """One job: its batches until a ``None`` frame (answered ``("z",)``: ready for the next job,
+    the server's pool keeps this process) or end of input; the exit code when the process ends."""
     token, umask, chunk, direct_min = config[:4]
     trees = None
+    received: list = []
     if len(config) >= 8:
-        trees = (beneath.Tree(config[4], config[5]), beneath.Tree(config[6], config[7]))
+        fds = [config[5], config[7]]
+        if PASSED_FDS in fds:
+            try:
+                received = fds = _receive_fds(rfd, 2)
+            except EOFError:
+                return 0
+        trees = (beneath.Tree(config[4], fds[0]), beneath.Tree(config[6], fds[1]))
     verify = len(config) >= 9 and bool(config[8])
-    counter = [0, 0, 0, 0]
-    sent = [0, 0, 0]
+    counter = [0, 0, 0, 0, 0]
+    sent = [0, 0, 0, 0]
     last = [time.monotonic()]
 
     def deltas(kind: str) -> tuple:
-        message = (kind, counter[0] - sent[0], counter[1] - sent[1], counter[2] - sent[2])
-        sent[:] = counter[:3]
+        message = (kind, counter[0] - sent[0], counter[1] - sent[1], counter[2] - sent[2], counter[4] - sent[3])
+        sent[:] = counter[0], counter[1], counter[2], counter[4]
         return message
 
     def report() -> None:
@@ -443,26 +510,41 @@ def main() -> int:
             last[0] = now
             send_frame(wfd, deltas("p"))
 
+    checked = [0.0]
+
     def orphaned() -> bool:
         # A server that died (crash, kill -9) must not have a worker writing on: the restarted
-        # server sweeps the temporaries. Checked between files and chunks; cheaper than ctypes.
+        # server sweeps the temporaries. Asked between files and chunks, answered by getppid()
+        # at most every 20 ms (a syscall per small file is a few per cent of its copy).
+        now = time.monotonic()
+        if now - checked[0] < 0.02:
+            return False
+        checked[0] = now
         return os.getppid() != parent
 
     copier = Copier(token, umask, chunk, counter, orphaned, report, direct_min, trees, verify,
                     lambda text: send_frame(wfd, ("m", text)))
-    while True:
-        try:
-            batch = receive_frame(rfd)
-        except EOFError:
-            return 0
-        try:
-            copier.copy_batch(batch)
-        except Stopped:
-            return 1
-        except Failure as exc:
-            send_frame(wfd, ("e", exc.code, exc.text, exc.step, exc.path))
-            return 1
-        send_frame(wfd, deltas("d"))
+    try:
+        while True:
+            try:
+                batch = receive_frame(rfd)
+            except EOFError:
+                return 0
+            if batch is None:
+                send_frame(wfd, ("z",))
+                return None
+            try:
+                for one in [batch] if isinstance(batch, tuple) else batch:  # a frame: a list of batches
+                    copier.copy_batch(one)
+            except Stopped:
+                return 1
+            except Failure as exc:
+                send_frame(wfd, ("e", exc.code, exc.text, exc.step, exc.path))
+                return 1
+            send_frame(wfd, deltas("d"))
+    finally:
+        for fd in received:
+            os.close(fd)
 
 
 if __name__ == "__main__":

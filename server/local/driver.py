@@ -44,6 +44,7 @@ from copy_offload.server.local.paths import Confinement
 from copy_offload.server.local.profiles import Profile, Profiles
 from copy_offload.server.local.statelock import StateLock
 from copy_offload.server.local.store import Store
+from copy_offload.server.local.workers import warm_pool
 
 __all__ = ["LocalDriver", "ENGINE_COMMAND", "NAME_BASE"]
 
@@ -204,11 +205,14 @@ class LocalDriver(Driver):
         except BaseException:
             self.state_lock.close()
             raise
-        self.workers = workers if workers and workers > 0 else (os.cpu_count() or 1)
+        # Twice the CPUs: file creation waits (metadata reads, directory locks) as much as it
+        # computes, so more copiers than cores keep both busy (docs/performance.md).
+        self.workers = workers if workers and workers > 0 else 2 * (os.cpu_count() or 1)
         self.node_name = node_name or socket.gethostname().split(".")[0] or "localhost"
         self._requests = _Requests(RECENT)
         self._db = ThreadPoolExecutor(1, thread_name_prefix="copy-offload-db")
         self._budget = threading.BoundedSemaphore(max(2, 2 * (os.cpu_count() or 1)))
+        warm_pool(self.workers)  # worker processes ready before the first copy (workers.py)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._ticker: Optional[asyncio.Task[None]] = None
         self._pending: set[asyncio.Future[None]] = set()  # final writes not yet done

@@ -41,7 +41,15 @@ from copy_offload.server.local.beneath import (
     remove_at,
     root_of,
 )
-from copy_offload.server.local.copier import KIND_FILE, KIND_LINK, Failure, Stopped, temp_name
+from copy_offload.server.local.copier import (
+    KIND_FILE,
+    KIND_LINK,
+    SIZE_UNKNOWN,
+    SPARSE_MIN,
+    Failure,
+    Stopped,
+    temp_name,
+)
 from copy_offload.server.local.progress import copied_line, human_bytes
 from copy_offload.server.local.workers import Crew, sweep_temporaries
 
@@ -52,9 +60,10 @@ __all__ = ["CopyJob", "CopyError", "CopyCancelled", "Progress"]
 
 CHUNK = 32 << 20  # bytes per copy call: the longest a cancel waits for in a thread
 BATCH_FILES = 128
+SAMPLE = 8  # files of a directory the walk stats before it trusts that the rest are small
+LARGE = 1 << 20  # a sampled file this big makes the walk stat the whole directory
 BATCH_BYTES = 64 << 20
 MAX_WORKERS = 64
-SPARSE_MIN = 1 << 20
 DIRECT_MIN = 64 << 20  # with direct=True, files this big bypass the page cache
 
 
@@ -84,6 +93,7 @@ class Progress:
     finished: bool
     bytes_verified: int = 0  # verify: bytes read back and found equal to the source
     mismatches: int = 0  # verify: files that differed from their source
+    sizes_late: bool = False  # a tree: bytes_total grows as copiers learn the sizes (no stat in the walk)
 
     @property
     def rate(self) -> float:
@@ -96,9 +106,10 @@ class Progress:
             return 100
         if self.walking:
             return None
-        if self.bytes_total:
+        if self.bytes_total and not self.sizes_late:
             share = self.bytes_done / self.bytes_total
-        elif self.files_total:
+        elif self.files_total:  # a tree's files are all known once walked; its bytes are not
+
             share = self.files_done / self.files_total
         else:
             share = 0.0
@@ -306,6 +317,7 @@ class CopyJob:
             trees=(self._src, self._dst),
             verify=self.verify,
             on_mismatch=self._on_mismatch,
+            thread_first=not self._source_is_dir,
         )
         try:
             if not self.dryrun:
@@ -392,11 +404,11 @@ class CopyJob:
         return self._planned + [temp for temp in staged if temp not in self._planned]
 
     def progress(self) -> Progress:
-        done = self._crew.totals() if self._crew is not None else [0, 0, 0, 0]
+        done = self._crew.totals() if self._crew is not None else [0, 0, 0, 0, 0]
         start = self._started
         end = self._ended if self._ended is not None else time.monotonic()
         return Progress(
-            bytes_total=self._bytes_total,
+            bytes_total=self._bytes_total + done[4],
             bytes_done=done[0],
             files_total=self._files_total,
             files_done=done[1],
@@ -405,6 +417,7 @@ class CopyJob:
             finished=self._finished,
             bytes_verified=done[2],
             mismatches=done[3],
+            sizes_late=self._source_is_dir and not self.dryrun,
         )
 
     def message(self) -> str:
@@ -550,27 +563,39 @@ class CopyJob:
                     dfd = self._open(dst, dst_dir, "opening directory")
                 batch: List[Entry] = []
                 batch_bytes = 0
+                # A directory goes whole to one copier (two creating in one directory contend for
+                # its lock), unstatted, unless a sampled file is large: then every file is statted
+                # and the batches are cut by bytes, so large files go to different copiers.
+                sized, sampled = dryrun, 0
                 for entry in entries:
                     name = entry.name
-                    try:
-                        st = entry.stat(follow_symlinks=False)
+                    try:  # d_type says what it is; only directories, links and a dry run stat here
+                        if entry.is_dir(follow_symlinks=False):
+                            st = entry.stat(follow_symlinks=False)
+                            stack.append((join(src_dir, name),
+                                          *self._subdir(dfd, dst_dir, name, merge, st, src_dir)))
+                            continue
+                        if entry.is_file(follow_symlinks=False):
+                            if sized or sampled < SAMPLE:
+                                sampled += 1
+                                st = entry.stat(follow_symlinks=False)
+                                size = st.st_size
+                                sized = sized or size >= LARGE
+                                item: Entry = (name, name, KIND_FILE, size, st.st_mode, st.st_atime_ns,
+                                               st.st_mtime_ns, _looks_sparse(st))
+                            else:  # the copier stats it on its open descriptor (copier.py)
+                                size = 0
+                                item = (name, name, KIND_FILE, SIZE_UNKNOWN, 0, 0, 0, False)
+                        elif entry.is_symlink():
+                            st = entry.stat(follow_symlinks=False)
+                            size = 0
+                            item = (name, name, KIND_LINK, 0, st.st_mode, st.st_atime_ns, st.st_mtime_ns, False)
+                        else:
+                            self.skipped += 1
+                            continue
                     except OSError as exc:
                         self._fail(exc, "reading", src.show(src_dir, name))
                         raise _Stop() from None
-                    mode = st.st_mode
-                    if stat.S_ISDIR(mode):
-                        stack.append((join(src_dir, name), *self._subdir(dfd, dst_dir, name, merge, st, src_dir)))
-                        continue
-                    if stat.S_ISREG(mode):
-                        size = st.st_size
-                        item: Entry = (name, name, KIND_FILE, size, mode, st.st_atime_ns, st.st_mtime_ns,
-                                       size >= SPARSE_MIN and st.st_blocks * 512 < size)
-                    elif stat.S_ISLNK(mode):
-                        size = 0
-                        item = (name, name, KIND_LINK, 0, mode, st.st_atime_ns, st.st_mtime_ns, False)
-                    else:
-                        self.skipped += 1
-                        continue
                     if merge:
                         existing = _lstat_at(dfd, name)
                         if existing is not None and stat.S_ISDIR(existing.st_mode):
