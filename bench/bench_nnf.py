@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 from kube_double import KubeDouble  # noqa: E402
 from nnf_support import NNF_BIN, NnfWorld  # noqa: E402
+from support import status_doc  # noqa: E402
 
 TICK = 0.005
 
@@ -150,7 +151,7 @@ async def bench(world: NnfWorld, requests: int) -> dict:
                                        for i, src in enumerate(sources)], return_exceptions=True)
     submit_time = time.monotonic() - began
     names = [n for n in submitted if isinstance(n, str)]
-    docs = await asyncio.gather(*[driver.status(n, 120) for n in names])
+    docs = await asyncio.gather(*[status_doc(driver, n, 120) for n in names])
     total = time.monotonic() - began
     stop.set()
     await tick

@@ -141,7 +141,8 @@ class Answer:
             raise AnswerError("an answer longer than %d bytes" % MAX_BODY_BYTES)
 
     def _read_chunks(self) -> None:
-        buffer, pos, parts, size_sum = self._buffer, 0, [], 0
+        parts: List[bytes] = []
+        buffer, pos, size_sum = self._buffer, 0, 0
         while True:
             eol = buffer.find(b"\r\n", pos)
             if eol < 0:

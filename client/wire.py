@@ -58,7 +58,6 @@ ERR_REQUEST_NOT_FOUND = "request not found"
 ERR_NOT_FOUND_AFTER_WAIT = "request not found after waiting for completion"
 ERR_NOT_IN_WORKFLOW = "request does not belong to workflow"
 ERR_CANCEL_PREFIX = "unable to cancel request: "
-ERR_LIST_PREFIX = "unable to list requests: "
 ERR_SHUTDOWN_BUSY = "unable to shutdown server: requests in progress"
 
 # Status JSON vocabulary (reference DataMovementStatusResponse_v1_0).
@@ -74,14 +73,21 @@ STATUS_FAILED = "failed"
 STATUS_CANCELLED = "cancelled"
 STATUS_UNKNOWN = "unknown status"
 
-# The NnfDataMovement condition vocabulary that the status JSON is mapped from.
-RESOURCE_STATES = {"": STATE_UNKNOWN, "Starting": STATE_STARTING, "Running": STATE_RUNNING, "Finished": STATE_COMPLETED}
+# The NnfDataMovement words a driver's RequestState speaks, and the status JSON they map to.
+RES_STARTING = "Starting"
+RES_RUNNING = "Running"
+RES_FINISHED = "Finished"
+RES_SUCCESS = "Success"
+RES_FAILED = "Failed"
+RES_INVALID = "Invalid"
+RES_CANCELLED = "Cancelled"
+RESOURCE_STATES = {"": STATE_UNKNOWN, RES_STARTING: STATE_STARTING, RES_RUNNING: STATE_RUNNING, RES_FINISHED: STATE_COMPLETED}
 RESOURCE_STATUSES = {
     "": STATUS_UNKNOWN,
-    "Success": STATUS_SUCCESS,
-    "Failed": STATUS_FAILED,
-    "Invalid": STATUS_INVALID,
-    "Cancelled": STATUS_CANCELLED,
+    RES_SUCCESS: STATUS_SUCCESS,
+    RES_FAILED: STATUS_FAILED,
+    RES_INVALID: STATUS_INVALID,
+    RES_CANCELLED: STATUS_CANCELLED,
 }
 
 
@@ -527,16 +533,17 @@ class RequestState:
     files_total: Optional[int] = None
     files_done: Optional[int] = None
     rate: Optional[float] = None
-    extra: Dict[str, Any] = field(default_factory=dict)
+    extra: Dict[str, Any] = field(default_factory=dict)  # a driver's own commandStatus keys (verify's)
+    start_time_text: Optional[str] = None  # startTime as written, when it is not go_time(start_time)
 
     @property
     def finished(self) -> bool:
-        return self.state == "Finished"
+        return self.state == RES_FINISHED
 
 
-def status_document(rec: RequestState, start_time_text: Optional[str] = None) -> Dict[str, Any]:
+def status_document(rec: RequestState) -> Dict[str, Any]:
     """The status JSON object for ``rec``; raises WireError(500) for an unknown state/status."""
-    if rec.start_time is None and rec.status != "Invalid":
+    if rec.start_time is None and rec.status != RES_INVALID:
         return {"state": STATE_PENDING, "status": STATUS_UNKNOWN}
     if rec.state not in RESOURCE_STATES:
         raise WireError(500, "failed to decode returned state")
@@ -566,11 +573,12 @@ def status_document(rec: RequestState, start_time_text: Optional[str] = None) ->
     ):
         if value is not None:
             command[key] = value
+    command.update(rec.extra)
     doc: Dict[str, Any] = {"state": state, "status": RESOURCE_STATUSES[rec.status]}
     if rec.message:
         doc["message"] = rec.message
     doc["commandStatus"] = command
-    start = start_time_text or (go_time(rec.start_time) if rec.start_time else "")
+    start = rec.start_time_text or (go_time(rec.start_time) if rec.start_time else "")
     if start:
         doc["startTime"] = start
     if rec.end_time is not None:

@@ -19,8 +19,8 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from copy_offload.flux.logic import redact
-
-EVENT = "copy-offload-env"
+from copy_offload.flux.vocabulary import ENV_EVENT as EVENT
+from copy_offload.flux.vocabulary import TOPIC_STATS, VARIABLES
 
 
 def find_env_event(eventlog: str) -> Optional[Dict[str, str]]:
@@ -33,7 +33,7 @@ def find_env_event(eventlog: str) -> Optional[Dict[str, str]]:
             continue
         if isinstance(entry, dict) and entry.get("name") == EVENT:
             ctx = entry.get("context") or {}
-            variables = ctx.get("variables") if isinstance(ctx, dict) else None
+            variables = ctx.get(VARIABLES) if isinstance(ctx, dict) else None
             found = {k: v for k, v in (variables or {}).items() if isinstance(v, str)}
     return found
 
@@ -153,7 +153,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         h = flux.Flux()
         if args.cmd == "status":
-            stats = h.rpc("copy-offload.stats", {}).get()
+            stats = h.rpc(TOPIC_STATS, {}).get()
             print(json.dumps(stats, indent=2, sort_keys=True) if args.json
                   else format_stats(stats))
             return

@@ -3,7 +3,7 @@
 Example (every key optional; these are the defaults)::
 
     [copy-offload]
-    kubeconfig = ""                      # "" = $KUBECONFIG, ~/.kube/config, then in-cluster
+    kubeconfig = ""                      # "" = $KUBECONFIG, in-cluster, then ~/.kube/config
     namespace = "default"                # where flux-coral2 creates fluxjob-<jobid>
     prepare-timeout = 1800.0             # seconds a job may wait for PreRun/ready
     workflow-grace = 60.0                # seconds a job waits for a Workflow that is missing

@@ -1,10 +1,9 @@
 """What a job's ``#DW`` directives ask for, read from ``attributes.system.dw``.
 
-The service needs one fact from the directives: did the job ask for a Workflow token? nnf-sos
-creates the token Secret when a directive says ``requires=copy-offload`` or
-``requires=user-container-auth`` (and a ``#DW container`` directive is processed), so only then
-is a missing token an error. The jobtap plugin does the same parsing in C for its submit-time
-checks; this module is the reference for that logic.
+The service needs one fact from the directives: did the job ask for copy-offload
+(``requires=copy-offload``)? Only then is a missing Workflow token an error. The jobtap plugin
+reads the same word in C for its submit-time checks (``DIRECTIVE_WORD``, checked against
+``vocabulary.py``).
 """
 
 from __future__ import annotations
@@ -12,9 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, List, Set
 
-COPY_OFFLOAD = "copy-offload"
-USER_CONTAINER_AUTH = "user-container-auth"
-TOKEN_WORDS = frozenset({COPY_OFFLOAD, USER_CONTAINER_AUTH})
+from copy_offload.flux.vocabulary import DIRECTIVE_WORD as COPY_OFFLOAD
 
 _SPLIT = re.compile(r"(?=#DW\s)")
 
@@ -49,18 +46,6 @@ def requires(directives: List[str]) -> Set[str]:
             if tok.startswith("requires="):
                 words.update(w for w in tok[len("requires="):].split(",") if w)
     return words
-
-
-def has_container(directives: List[str]) -> bool:
-    """True when one directive is ``#DW container ...``."""
-    return any(d.split()[1:2] == ["container"] for d in directives)
-
-
-def wants_token(dw: Any) -> bool:
-    """True when the directives make nnf-sos create a Workflow token."""
-    if dw is None:
-        return False
-    return bool(requires(split_directives(dw)) & TOKEN_WORDS)
 
 
 def asks_copy_offload(dw: Any) -> bool:

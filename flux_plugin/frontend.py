@@ -25,8 +25,8 @@ from typing import Any, Callable, Dict, Optional
 from copy_offload.flux.config import ConfigError, ServiceConfig, parse_config
 from copy_offload.flux.logic import BadRequest, parse_jobid
 from copy_offload.flux.runtime import Runtime
+from copy_offload.flux.vocabulary import SERVICE, VARIABLES
 
-SERVICE = "copy-offload"
 FLUX_ROLE_OWNER = 1
 
 
@@ -104,13 +104,13 @@ class Frontend:
     def _owner_jobid(self, msg: Any, topic: str, refusal: str = "") -> Optional[int]:
         """The job id of an owner-only request, or None once the refusal has been sent."""
         if not is_owner(msg):
-            self.h.respond_error(msg, errno.EPERM, "copy-offload.%s is only for the instance owner%s"
+            self.h.respond_error(msg, errno.EPERM, SERVICE + ".%s is only for the instance owner%s"
                                  % (topic, refusal))
             return None
         try:
             return parse_jobid(payload_of(msg))
         except BadRequest as exc:
-            self.h.respond_error(msg, errno.EPROTO, f"copy-offload.{topic}: {exc}")
+            self.h.respond_error(msg, errno.EPROTO, f"{SERVICE}.{topic}: {exc}")
             return None
 
     def forget(self, msg: Any) -> None:
@@ -134,7 +134,7 @@ class Frontend:
                 self.h.respond_error(msg, errno.ENOENT, f"the service holds no variables for "
                                      f"job {jobid} (not prepared yet, or inactive)")
                 return
-            self.h.respond(msg, {"variables": given})
+            self.h.respond(msg, {VARIABLES: given})
 
         self._guard("env", run, msg)
 

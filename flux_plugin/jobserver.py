@@ -22,6 +22,8 @@ import subprocess
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+from copy_offload.flux.vocabulary import TOKEN_VAR
+
 HOST = "localhost"
 READY = re.compile(r"Ready addr=[^ ]+:(\d+)")
 INFO_FILE = "server.json"
@@ -145,7 +147,7 @@ def start(*, jobid: str, job_tmpdir: str, roots: Sequence[str], program: str,
     return {
         "NNF_CONTAINER_LAUNCHER": HOST,
         "NNF_CONTAINER_PORTS": str(port),
-        "DW_WORKFLOW_TOKEN": token,
+        TOKEN_VAR: token,
         "COPY_OFFLOAD_CA_FILE": os.path.join(keys, "tls.crt"),
         "COPY_OFFLOAD_STATE_DIR": records,
     }

@@ -1,5 +1,11 @@
 """The Kubernetes calls the service makes, and nothing else: list, watch, read one Secret.
 
+Why a layer of its own beside the server's (``copy_offload.server.kube``): this one runs under
+the site's ``flux python`` (3.9, no tornado, no server extra) and must never import the server,
+and its calls block in helper threads rather than run on an event loop. It keeps the server's
+precedence (an explicit file, else ``$KUBECONFIG``, else in-cluster, else ``~/.kube/config``) and
+error shape (``KubeError(message, status)``).
+
 Every call blocks, so only helper threads use this module (never the Flux reactor). Errors
 from the ``kubernetes`` package and urllib3 are mapped here to one KubeError carrying the HTTP
 code (0 for transport failures) and a short text that never includes a Secret's content.
@@ -10,7 +16,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+import os
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from copy_offload.flux.config import ServiceConfig
 
@@ -21,17 +28,17 @@ TOKEN_KEY = "token"
 class KubeError(Exception):
     """A failed Kubernetes call: ``status`` is the HTTP code, or 0 when none came back."""
 
-    def __init__(self, status: int, text: str) -> None:
-        super().__init__(text)
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
         self.status = status
-        self.text = text
 
     @property
     def gone(self) -> bool:
         return self.status == 410
 
     def __str__(self) -> str:
-        return f"HTTP {self.status}: {self.text}" if self.status else self.text
+        return f"HTTP {self.status}: {self.message}" if self.status else self.message
 
 
 def _api_error(exc: Any) -> KubeError:
@@ -46,7 +53,7 @@ def _api_error(exc: Any) -> KubeError:
                 text = str(doc["message"])
         except (ValueError, TypeError):
             pass
-    return KubeError(status, text[:256] or "no reason given")
+    return KubeError(text[:256] or "no reason given", status)
 
 
 def _watch_event(line: bytes) -> Optional[Tuple[str, Dict[str, Any]]]:
@@ -57,14 +64,37 @@ def _watch_event(line: bytes) -> Optional[Tuple[str, Dict[str, Any]]]:
     try:
         doc = json.loads(line)
     except ValueError as exc:
-        raise KubeError(0, f"watch sent a line that is not JSON: {line[:80]!r}") from exc
+        raise KubeError(f"watch sent a line that is not JSON: {line[:80]!r}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("object"), dict):
-        raise KubeError(0, "watch sent an event without an object")
+        raise KubeError("watch sent an event without an object")
     kind, obj = str(doc.get("type", "")), doc["object"]
     if kind == "ERROR":
-        raise KubeError(int(obj.get("code") or 0),
-                        str(obj.get("message") or obj.get("reason") or "watch error")[:256])
+        raise KubeError(str(obj.get("message") or obj.get("reason") or "watch error")[:256],
+                        int(obj.get("code") or 0))
     return kind, obj
+
+
+def load_configuration(kubeconfig: str = "", environ: Optional[Mapping[str, str]] = None) -> Any:
+    """A ``kubernetes.client.Configuration`` in the server's precedence: ``kubeconfig``, else
+    ``$KUBECONFIG``, else in-cluster, else ``~/.kube/config``; KubeError when none loads."""
+    import kubernetes
+
+    env = os.environ if environ is None else environ
+    cfg = kubernetes.client.Configuration()
+    default = os.path.expanduser("~/.kube/config")
+    path = kubeconfig or env.get("KUBECONFIG") or ""
+    try:
+        if path:
+            kubernetes.config.load_kube_config(config_file=path, client_configuration=cfg, persist_config=False)
+        elif env.get("KUBERNETES_SERVICE_HOST") and env.get("KUBERNETES_SERVICE_PORT"):
+            kubernetes.config.load_incluster_config(client_configuration=cfg)
+        elif os.path.exists(default):
+            kubernetes.config.load_kube_config(config_file=default, client_configuration=cfg, persist_config=False)
+        else:
+            raise KubeError("no Kubernetes configuration: set kubeconfig, KUBECONFIG, or run in a pod")
+    except (kubernetes.config.ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
+        raise KubeError(f"cannot load Kubernetes configuration: {exc}") from exc
+    return cfg
 
 
 class KubeApi:
@@ -75,17 +105,7 @@ class KubeApi:
 
         self._k = kubernetes
         self._cfg = cfg
-        try:
-            if cfg.kubeconfig:
-                client = kubernetes.config.new_client_from_config(config_file=cfg.kubeconfig)
-            else:
-                try:
-                    client = kubernetes.config.new_client_from_config()
-                except kubernetes.config.ConfigException:
-                    kubernetes.config.load_incluster_config()
-                    client = kubernetes.client.ApiClient()
-        except (kubernetes.config.ConfigException, OSError, ValueError) as exc:
-            raise KubeError(0, f"cannot load Kubernetes configuration: {exc}") from exc
+        client = kubernetes.client.ApiClient(load_configuration(cfg.kubeconfig))
         self._client = client
         self._custom = kubernetes.client.CustomObjectsApi(client)
         self._core = kubernetes.client.CoreV1Api(client)
@@ -101,8 +121,8 @@ class KubeApi:
             raise _api_error(exc) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc
-            raise KubeError(0, f"Kubernetes API unreachable: {type(reason).__name__}: "
-                               f"{str(reason)[:200]}") from exc
+            raise KubeError(f"Kubernetes API unreachable: {type(reason).__name__}: "
+                            f"{str(reason)[:200]}") from exc
 
     def list_workflows(self, version: str) -> Tuple[List[Dict[str, Any]], str]:
         """All Workflows in the namespace and the list's resourceVersion."""
@@ -110,7 +130,7 @@ class KubeApi:
         doc = self._call(self._custom.list_namespaced_custom_object, cfg.api_group, version,
                          cfg.namespace, PLURAL, _request_timeout=cfg.request_timeout)
         if not isinstance(doc, dict):
-            raise KubeError(0, "Workflow list is not a JSON object")
+            raise KubeError("Workflow list is not a JSON object")
         items = doc.get("items") or []
         rv = str((doc.get("metadata") or {}).get("resourceVersion") or "")
         return [i for i in items if isinstance(i, dict)], rv
@@ -149,7 +169,7 @@ class KubeApi:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             if self._stopping:
                 return
-            raise KubeError(0, f"watch broke: {type(exc).__name__}: {str(exc)[:200]}") from exc
+            raise KubeError(f"watch broke: {type(exc).__name__}: {str(exc)[:200]}") from exc
         finally:
             self._resp = None
             resp.release_conn()
@@ -171,12 +191,12 @@ class KubeApi:
         data = getattr(secret, "data", None) or {}
         raw = data.get(TOKEN_KEY)
         if not raw:
-            raise KubeError(0, f"Secret {namespace}/{name} has no data.{TOKEN_KEY}")
+            raise KubeError(f"Secret {namespace}/{name} has no data.{TOKEN_KEY}")
         try:
             return base64.b64decode(raw, validate=True).decode("utf-8")
         except (binascii.Error, ValueError) as exc:
-            raise KubeError(0, f"Secret {namespace}/{name} data.{TOKEN_KEY} is not "
-                               "base64 UTF-8 text") from exc
+            raise KubeError(f"Secret {namespace}/{name} data.{TOKEN_KEY} is not "
+                            "base64 UTF-8 text") from exc
 
     def close(self) -> None:
         self.stop_watch()

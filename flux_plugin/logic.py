@@ -31,11 +31,15 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from copy_offload.flux.config import ServiceConfig, allowed_env, config_summary
 from copy_offload.flux.directives import COPY_OFFLOAD, DirectiveError, asks_copy_offload
 from copy_offload.flux.kube import KubeError
+from copy_offload.flux.vocabulary import (
+    NAME_VAR,
+    NAMESPACE_VAR,
+    TOKEN_VAR,
+    TOPIC_PREPARE,
+    VARIABLES,
+)
 from copy_offload.flux.workflow import WorkflowView, jobid_of, views_by_name, workflow_name
 
-TOKEN_VAR = "DW_WORKFLOW_TOKEN"
-NAME_VAR = "DW_WORKFLOW_NAME"
-NAMESPACE_VAR = "DW_WORKFLOW_NAMESPACE"
 REDACTED = "<redacted>"
 
 Log = Callable[[int, str], None]
@@ -159,14 +163,14 @@ class TokenService:
         self.counts["requests"] += 1
         if not from_owner:
             self.counts["denied"] += 1
-            self._replier.respond_error(msg, errno.EPERM, "copy-offload.prepare is only for "
+            self._replier.respond_error(msg, errno.EPERM, TOPIC_PREPARE + " is only for "
                                         "the instance owner (the copy-offload jobtap plugin)")
             return
         try:
             jobid, owner, dw = parse_prepare(payload)
             asks = asks_copy_offload(dw)
         except (BadRequest, DirectiveError) as exc:
-            self._fail_msg(msg, errno.EPROTO, f"copy-offload.prepare: {exc}")
+            self._fail_msg(msg, errno.EPROTO, f"{TOPIC_PREPARE}: {exc}")
             return
         given = self._given.get(jobid)
         if given is not None:
@@ -461,7 +465,7 @@ class TokenService:
 
     def _answer_msg(self, msg: Any, variables: Dict[str, str]) -> None:
         self.counts["answered"] += 1
-        self._replier.respond(msg, {"variables": variables})
+        self._replier.respond(msg, {VARIABLES: variables})
 
     def _fail(self, p: Pending, errnum: int, text: str) -> None:
         p.done = True

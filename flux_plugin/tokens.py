@@ -65,7 +65,7 @@ class TokenReader:
                 self._post(done, None, exc)
                 return
             except Exception as exc:  # a bug or an odd reply: the job gets a clear error
-                self._post(done, None, KubeError(0, f"{type(exc).__name__}: {exc}"))
+                self._post(done, None, KubeError(f"{type(exc).__name__}: {exc}"))
                 return
             self._post(done, token, None)
             return

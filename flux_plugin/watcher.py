@@ -90,8 +90,8 @@ class WorkflowWatcher:
                     raise
                 last = exc
         tried = ", ".join(versions)
-        raise KubeError(404, f"no served Workflow API version among {tried} "
-                             f"({self._cfg.api_group}): {last.text if last else ''}")
+        raise KubeError(f"no served Workflow API version among {tried} "
+                        f"({self._cfg.api_group}): {last.message if last else ''}", 404)
 
     def _run(self) -> None:
         cfg = self._cfg
@@ -125,7 +125,7 @@ class WorkflowWatcher:
                     break
                 if exc.gone:
                     self.resyncs += 1
-                    self._say(6, f"Workflow watch expired (410 Gone): listing again ({exc.text})")
+                    self._say(6, f"Workflow watch expired (410 Gone): listing again ({exc.message})")
                     continue
                 if self._failed(str(exc), backoff):
                     break

@@ -60,6 +60,9 @@ extern char **environ;
 
 #define ENV_EVENT "copy-offload-env"
 #define PROLOG_NAME "copy-offload"
+/* flux_plugin/vocabulary.py holds the same words (a test compares). */
+#define VARIABLES_KEY "variables"
+#define SHELL_OPTION "copy-offload"
 #define DEFAULT_TIMEOUT 60.
 #define HELPER_AUX "copy-offload::helper"
 #define DRAIN_REF "copy-offload::drain"
@@ -123,7 +126,7 @@ static int check_entry (flux_shell_t *shell, const char *text)
         return -1;
     }
     if (!strcmp (name, ENV_EVENT)) {
-        rc = set_variables (shell, json_object_get (context, "variables"))
+        rc = set_variables (shell, json_object_get (context, VARIABLES_KEY))
              < 0 ? -1 : 1;
     }
     else if (!strcmp (name, "prolog-finish")) {
@@ -434,7 +437,7 @@ static int job_facts (flux_shell_t *shell, struct job *job)
                                      "attributes",
                                        "system",
                                          "dw", &dwattr) < 0
-        || flux_shell_getopt (shell, "copy-offload", &job->options) < 0)
+        || flux_shell_getopt (shell, SHELL_OPTION, &job->options) < 0)
         return -1;
     job->dw = dwattr != NULL;
     return 0;
@@ -465,7 +468,7 @@ static int init_cb (flux_plugin_t *p,
         return -1;
     }
     if (job.dw) {
-        if (flux_shell_getopt_unpack (shell, "copy-offload", "{s?F}",
+        if (flux_shell_getopt_unpack (shell, SHELL_OPTION, "{s?F}",
                                       "timeout", &timeout) < 0
             || timeout <= 0.) {
             shell_log_error ("-o copy-offload.timeout must be a positive "

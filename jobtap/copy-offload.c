@@ -54,6 +54,11 @@
 #define PREP_AUX "copy-offload::prep"
 #define DEFAULT_TIMEOUT 1860.
 #define RETRY_DELAY 1.
+/* The Flux vocabulary: flux_plugin/vocabulary.py holds the same words (a test compares). */
+#define PREPARE_TOPIC "copy-offload.prepare"
+#define FORGET_TOPIC "copy-offload.forget"
+#define VARIABLES_KEY "variables"
+#define DIRECTIVE_WORD "copy-offload"
 
 /* One dw job's copy-offload prolog.
  *
@@ -104,7 +109,7 @@ static void scan_directives (const char *s, bool *asks, bool *container)
             char *word, *save2 = NULL;
             for (word = strtok_r (tok + 9, ",", &save2); word;
                  word = strtok_r (NULL, ",", &save2)) {
-                if (!strcmp (word, "copy-offload"))
+                if (!strcmp (word, DIRECTIVE_WORD))
                     *asks = true;
             }
         }
@@ -261,7 +266,7 @@ static void prepare_failed (struct prep *prep, const char *what)
     flux_log (h, LOG_WARNING, "copy-offload: job %ju proceeds without "
               "copy-offload variables: %s", (uintmax_t)id, what);
     if (flux_jobtap_event_post_pack (p, id, ENV_EVENT, "{s:{}}",
-                                     "variables") < 0)
+                                     VARIABLES_KEY) < 0)
         flux_log_error (h, "copy-offload: posting %s to job %ju",
                         ENV_EVENT, (uintmax_t)id);
     prolog_done (prep, 0);  /* a no-op if the post ended the job */
@@ -295,7 +300,7 @@ static int send_prepare (struct prep *prep)
         return -1;
     }
     if (!(f = flux_rpc_pack (h,
-                             "copy-offload.prepare",
+                             PREPARE_TOPIC,
                              FLUX_NODEID_ANY,
                              0,
                              "{s:I s:i s:O}",
@@ -368,7 +373,7 @@ static void prepare_reply (struct prep *prep, flux_future_t *f)
 
     if (!prep->active)
         return; /* the job got a fatal exception meanwhile */
-    if (flux_rpc_get_unpack (f, "{s:o}", "variables", &variables) < 0) {
+    if (flux_rpc_get_unpack (f, "{s:o}", VARIABLES_KEY, &variables) < 0) {
         /* A reply carries the service's text; our own timeout carries none
          * (flux_future_error_string() then falls back to strerror).
          */
@@ -396,7 +401,7 @@ static void prepare_reply (struct prep *prep, flux_future_t *f)
                       "check 'flux copy-offload status' and 'flux dmesg'",
                       rpc_timeout);
         else
-            snprintf (what, sizeof (what), "copy-offload.prepare failed: %s",
+            snprintf (what, sizeof (what), PREPARE_TOPIC " failed: %s",
                       flux_strerror (errnum));
         prepare_failed (prep, what);
         return;
@@ -407,7 +412,7 @@ static void prepare_reply (struct prep *prep, flux_future_t *f)
         return;
     }
     if (flux_jobtap_event_post_pack (prep->p, prep->id, ENV_EVENT,
-                                     "{s:O}", "variables", variables) < 0) {
+                                     "{s:O}", VARIABLES_KEY, variables) < 0) {
         snprintf (what, sizeof (what), "cannot post %s: %s", ENV_EVENT,
                   strerror (errno));
         prepare_failed (prep, what);
@@ -532,12 +537,12 @@ static int inactive_cb (flux_plugin_t *p,
         || !dw)
         return 0;
     if (!(f = flux_rpc_pack (h,
-                             "copy-offload.forget",
+                             FORGET_TOPIC,
                              FLUX_NODEID_ANY,
                              FLUX_RPC_NORESPONSE,
                              "{s:I}",
                              "id", id)))
-        flux_log_error (h, "copy-offload: sending copy-offload.forget");
+        flux_log_error (h, "copy-offload: sending " FORGET_TOPIC);
     flux_future_destroy (f);  /* NORESPONSE: nothing comes back to it */
     return 0;
 }

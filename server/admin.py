@@ -43,8 +43,8 @@ This installation:
 """
 
 EPILOG = """\
-Kubernetes access: --kubeconfig FILE, else $KUBECONFIG, else ~/.kube/config, else the
-in-cluster service account.
+Kubernetes access: --kubeconfig FILE, else $KUBECONFIG, else the in-cluster service
+account, else ~/.kube/config.
 
 Exit status: 0 success, 1 the command failed (one line on stderr), 2 bad command line.
 
@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cluster = argparse.ArgumentParser(add_help=False)
     group = cluster.add_argument_group("Kubernetes access")
-    group.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
+    group.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
     group.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_: str, text: str, parents: list) -> argparse.ArgumentParser:
@@ -380,7 +380,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(args.func(args))
     except (
         AdminError,
-        admin_kube.ClusterError,
+        admin_kube.KubeError,
         admin_sysconf.SystemConfigurationError,
         admin_secrets.MaterialError,
     ) as exc:

@@ -61,7 +61,7 @@ def ensure(api: object, namespace: str, make: Callable[[], Material], force: boo
     if server is not None and client is None and not force:
         cert = server.get(CERT_KEY, b"")
         if not cert or not server.get(KEY_KEY):
-            raise admin_kube.ClusterError(
+            raise admin_kube.KubeError(
                 f"Secret {server_name} lacks {CERT_KEY} or {KEY_KEY}; rerun with --force to make new TLS material"
             )
         admin_kube.write_secret(api, namespace, CLIENT_SECRET, {CERT_KEY: cert}, OPAQUE, replace=False)  # type: ignore[arg-type]
@@ -70,7 +70,7 @@ def ensure(api: object, namespace: str, make: Callable[[], Material], force: boo
         out.certificate = cert
         return out
     if client is not None and server is None and not force:
-        raise admin_kube.ClusterError(
+        raise admin_kube.KubeError(
             f"Secret {client_name} exists but {server_name} does not; rerun with --force to make a new certificate "
             "(then copy it to every compute node again)"
         )

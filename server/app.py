@@ -16,6 +16,13 @@ from copy_offload.client import wire
 from copy_offload.server import gomux
 from copy_offload.server.auth import TokenRejected, TokenVerifier
 from copy_offload.server.drivers.base import Driver
+from copy_offload.server.drivers.errors import (
+    BadRequest,
+    Conflict,
+    DriverError,
+    Internal,
+    RequestNotFound,
+)
 
 log = logging.getLogger("copy_offload.server")
 
@@ -54,7 +61,7 @@ class BaseHandler(tornado.web.RequestHandler):
     """
 
     SUPPORTED_METHODS = _AnyMethod(("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS"))  # type: ignore[assignment]
-    method = "GET"  # the one this route accepts
+    method = wire.METHODS[wire.HELLO]  # the one this route accepts (set per route below)
     _refusal: Optional[ApiError] = None
 
     def initialize(self, driver: Driver, verifier: Optional[TokenVerifier], on_shutdown: Callable[[], None]) -> None:
@@ -164,9 +171,6 @@ class BaseHandler(tornado.web.RequestHandler):
             self.clear_header("Content-Type")  # Go's ResponseWriter sniffs a type only from bytes
         self.finish(body)
 
-    def call_driver_error(self, exc: wire.WireError, server_error_suffix: str = "") -> ApiError:
-        text = exc.message + (server_error_suffix if exc.code >= 500 else "")
-        return ApiError(exc.code, text)
 
 
 class HelloHandler(BaseHandler):
@@ -175,7 +179,7 @@ class HelloHandler(BaseHandler):
 
 
 class TrialHandler(BaseHandler):
-    method = "POST"
+    method = wire.METHODS[wire.TRIAL]
     _body: Optional[bytearray] = None  # None once the body is too large
 
     def check(self) -> None:
@@ -208,13 +212,9 @@ class TrialHandler(BaseHandler):
         try:
             request = wire.decode_copy_request(bytes(self._body))
             request.validate()
-        except wire.WireError as exc:
-            raise ApiError(exc.code, exc.message) from None
-        try:
             name = await self.driver.submit(request)
-        except wire.WireError as exc:
-            # The reference wraps create/drive failures as "<msg>\n" before http.Error's "\n".
-            raise self.call_driver_error(exc, "\n") from None
+        except (wire.WireError, DriverError) as exc:
+            raise api_error(exc, TRIAL_FAILED) from None
         log.info("copy %s: %s -> %s", name, loggable(request.sourcePath), loggable(request.destinationPath))
         self.reply(wire.trial_body(name))
 
@@ -231,19 +231,16 @@ class StatusHandler(BaseHandler):
         name = wire.request_name(self.request.path)
         try:
             max_wait = wire.parse_max_wait(self.request.query)
-        except wire.WireError as exc:
-            raise ApiError(exc.code, exc.message) from None
-        try:
             if max_wait == 0:
-                document = await self.driver.status(name, 0)
+                state = await self.driver.status(name, 0)
             else:  # a long-poll: cancellable if the client goes away
                 self._waiter = asyncio.ensure_future(self.driver.status(name, max_wait))
-                document = await self._waiter
+                state = await self._waiter
+            document = wire.status_document(state)
         except asyncio.CancelledError:
             return  # the client went away while waiting
-        except wire.WireError as exc:
-            text = exc.message if exc.code < 500 else "unable to get request: %s\n" % exc.message
-            raise ApiError(exc.code, text) from None
+        except (wire.WireError, DriverError) as exc:
+            raise api_error(exc, STATUS_FAILED) from None
         self.reply(wire.go_json(document))
 
     def on_connection_close(self) -> None:
@@ -252,7 +249,7 @@ class StatusHandler(BaseHandler):
 
 
 class CancelHandler(BaseHandler):
-    method = "DELETE"
+    method = wire.METHODS[wire.CANCEL_PREFIX]
 
     async def serve(self) -> None:
         name = wire.request_name(self.request.path)
@@ -263,7 +260,7 @@ class CancelHandler(BaseHandler):
 
 
 class ShutdownHandler(BaseHandler):
-    method = "POST"
+    method = wire.METHODS[wire.SHUTDOWN]
 
     async def serve(self) -> None:
         if self.driver.active():
@@ -317,6 +314,27 @@ class StarHandler(BaseHandler):
             self.set_status(400)
             self.set_header("Connection", "close")
         self.finish(b"")
+
+
+# The one place a driver's error kind becomes an HTTP code (the wire module's own errors carry theirs).
+HTTP_CODES = {RequestNotFound: 404, BadRequest: 400, Conflict: 409, Internal: 500}
+TRIAL_FAILED = "%s\n"  # the reference wraps create/drive failures as "<msg>\n" before http.Error's "\n"
+STATUS_FAILED = "unable to get request: %s\n"
+
+
+def http_code(exc: Exception) -> int:
+    """The HTTP status for a driver's or the wire's error (500 for a kind nobody mapped)."""
+    if isinstance(exc, wire.WireError):
+        return exc.code
+    return next((code for kind, code in HTTP_CODES.items() if isinstance(exc, kind)), 500)
+
+
+def api_error(exc: Exception, server_failure: str) -> ApiError:
+    """``exc`` as the answer: its text as it is for a client's mistake, framed by ``server_failure``
+    (the route's words) for a failure of ours."""
+    code = http_code(exc)
+    text = getattr(exc, "message", str(exc))
+    return ApiError(code, text if code < 500 else server_failure % text)
 
 
 def loggable(text: str, limit: int = 1024) -> str:

@@ -16,7 +16,7 @@ import hmac
 import math
 import time
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from copy_offload.client import wire
 
@@ -40,8 +40,9 @@ class TokenRejected(Exception):
 class TokenVerifier:
     """Verifies bearer tokens against the HMAC secret (the DER bytes of the token key)."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, clock: Callable[[], float] = time.time) -> None:
         self._secret = secret
+        self._clock = clock  # wall-clock seconds, as exp/nbf count them (tests pass their own)
         # Digest of tokens already verified -> their exp (None: none): a job's client repeats the
         # same token on every call. A cached token is checked again once its exp has passed.
         self._verified: OrderedDict[bytes, Optional[float]] = OrderedDict()
@@ -58,7 +59,7 @@ class TokenVerifier:
         digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
         if digest in self._verified:
             expiry = self._verified[digest]
-            if expiry is None or time.time() < expiry:
+            if expiry is None or self._clock() < expiry:
                 self._verified.move_to_end(digest)
                 return
             del self._verified[digest]  # its exp has passed: the full check below says so
@@ -69,7 +70,7 @@ class TokenVerifier:
             self._verified.popitem(last=False)
 
     def _verify(self, token: str) -> Dict[str, Any]:
-        return parse(token, self._secret)
+        return parse(token, self._secret, self._clock())
 
 
 def _reject(text: str) -> TokenRejected:
@@ -113,8 +114,9 @@ def _segment_object(segment: str, what: str, go_type: str) -> Dict[str, Any]:
         raise _reject(MALFORMED + "could not JSON decode %s: %s" % (what, exc)) from None
 
 
-def parse(token: str, secret: bytes) -> Dict[str, Any]:
-    """golang-jwt v5 ``Parse`` with the reference's key function; the claims, or TokenRejected."""
+def parse(token: str, secret: bytes, now: Optional[float] = None) -> Dict[str, Any]:
+    """golang-jwt v5 ``Parse`` with the reference's key function; the claims, or TokenRejected.
+    ``now``: the wall-clock time exp/nbf are judged at (default: the present)."""
     parts = token.split(".")
     if len(parts) != 3:
         raise _reject(MALFORMED + "token contains an invalid number of segments")
@@ -134,7 +136,7 @@ def parse(token: str, secret: bytes) -> Dict[str, Any]:
     signed = ("%s.%s" % (parts[0], parts[1])).encode("utf-8", "surrogateescape")
     if not hmac.compare_digest(signature, hmac.new(secret, signed, hashlib.sha256).digest()):
         raise _reject("token signature is invalid: signature is invalid")
-    problems = _claim_problems(claims, time.time())
+    problems = _claim_problems(claims, time.time() if now is None else now)
     if problems:
         raise _reject(INVALID_CLAIMS + ", ".join(problems))
     return claims

@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="a directory tree the local driver may read and write (repeatable; required for local)")
     p.add_argument("--workers", type=int, help="local driver: copy workers per request (default: twice the CPUs)")
     p.add_argument("--profiles", metavar="FILE", help="local driver: TOML file of named command profiles")
-    p.add_argument("--kubeconfig", help="nnf driver: kubeconfig file (default in-cluster, then $KUBECONFIG)")
+    p.add_argument("--kubeconfig", help="nnf driver: kubeconfig file (default $KUBECONFIG, in-cluster, ~/.kube/config)")
     p.add_argument("--nnf-api-version", help="nnf driver: NNF API version (default: probed, v1alpha11 down)")
     p.add_argument("--dws-api-version", help="nnf driver: DWS API version (default: probed, v1alpha7 down)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))

@@ -16,10 +16,13 @@ import shutil
 import time
 from typing import Any, Dict, Optional, Tuple
 
-from copy_offload.client.wire import CopyRequest, WireError
+from copy_offload.client.wire import CopyRequest
+from copy_offload.server.app import http_code
+from copy_offload.server.drivers.errors import DriverError
 from copy_offload.server.nnf import KubeSettings, NnfSettings, create_nnf_driver
 from copy_offload.server.nnf.driver import NnfDriver
 from kube_double import DWS, NNF, KubeDouble, seed_nnf
+from support import status_doc
 
 NNF_BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nnf_bin")
 UID = "3f2c9a1e-5b7d-4e8a-9c61-0d4b2e7f8a15"
@@ -135,17 +138,17 @@ def run(coro: Any, timeout: float = 30.0) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-async def submit_error(driver: NnfDriver, request: CopyRequest) -> WireError:
+async def submit_error(driver: NnfDriver, request: CopyRequest) -> DriverError:
     try:
         name = await driver.submit(request)
-    except WireError as exc:
+    except DriverError as exc:
         return exc
     raise AssertionError("submit succeeded: %s" % name)
 
 
 async def wait_done(driver: NnfDriver, name: str, timeout: float = 20.0) -> Dict[str, Any]:
     began = time.monotonic()
-    doc = await driver.status(name, int(timeout))
+    doc = await status_doc(driver, name, int(timeout))
     assert doc["state"] == "completed", (doc, time.monotonic() - began)
     return doc
 
@@ -203,11 +206,11 @@ async def outage_scenario(world: NnfWorld, src: str, dest: str, outage: float = 
         name = await driver.submit(world.request(src, dest))
         world.kube.fail(503, count=10**6, method="PUT", path="/status$", message="etcdserver: request timed out")
         await asyncio.wait_for(clock.reached.wait(), 120)
-        during = {"status": await driver.status(name, 0), "waited": await driver.status(name, 5), "active": driver.active(),
+        during = {"status": await status_doc(driver, name, 0), "waited": await status_doc(driver, name, 5), "active": driver.active(),
                   "resource": copy.deepcopy(world.dm(name).get("status") or {})}
         clock.resume.set()
         await until(lambda: not driver.active(), 30, "the end to be recorded")
-        after = {"status": await driver.status(name, 0), "resource": copy.deepcopy(world.dm(name)["status"])}
+        after = {"status": await status_doc(driver, name, 0), "resource": copy.deepcopy(world.dm(name)["status"])}
     finally:
         await driver.close()
     return {"name": name, "during": during, "after": after, "virtual": clock.now, "pauses": clock.pauses}
@@ -334,8 +337,8 @@ def prepare_outcomes(world: NnfWorld, mode: str) -> Tuple[Dict[str, Any], list]:
             before = mpirun_launches(world)
             try:
                 name = await driver.submit(world.request(src, dest, dryrun=True))
-            except WireError as exc:
-                outcome = ("error", exc.code, re.sub(r"/dm-[^/ ]+", "/dm-X", exc.message))  # each request's own run dir
+            except DriverError as exc:
+                outcome = ("error", http_code(exc), re.sub(r"/dm-[^/ ]+", "/dm-X", exc.message))  # each request's own run dir
             else:
                 await wait_done(driver, name)
                 outcome = ("ok", world.dm(name)["spec"]["destination"]["path"])

@@ -184,3 +184,10 @@ def client_failure_cases(server: ServerProcess, tmp_path) -> tuple:
         (["-x", cert, "-H"], reset_env, reset % 35),
         (["-s", "-H"], reset_env, reset % 56),
     ]
+
+
+async def status_doc(driver, name: str, max_wait_secs: int) -> Dict[str, object]:
+    """A driver's status for ``name`` as the server answers it: the wire's status JSON."""
+    from copy_offload.client import wire
+
+    return wire.status_document(await driver.status(name, max_wait_secs))

@@ -154,7 +154,7 @@ def test_missing_workflow_is_answered_at_once_without_a_grace(kube, service):
     t0 = time.monotonic()
     plain = svc.prepare(31, dw=PLAIN_DW)
     co = svc.prepare(32, dw=CO_DW)
-    assert time.monotonic() - t0 < 1
+    assert time.monotonic() - t0 < 30  # at once: not after the 60 s prepare timeout
     assert svc.handle.one(plain) == ("ok", plain, {"variables": {}})
     kind, _, errnum, text = svc.handle.one(co)
     assert (kind, errnum) == ("error", errno.ENOENT)

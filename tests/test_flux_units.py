@@ -17,10 +17,8 @@ from copy_offload.flux.config import ConfigError, ServiceConfig, parse_config
 from copy_offload.flux.directives import (
     DirectiveError,
     asks_copy_offload,
-    has_container,
     requires,
     split_directives,
-    wants_token,
 )
 from copy_offload.flux.kube import KubeError
 from copy_offload.flux.logic import TokenService, redact
@@ -83,10 +81,8 @@ def test_one_string_may_hold_several_directives():
 def test_requires_words_and_container():
     d = ["#DW jobdw name=a requires=user-container-auth,copy-offload", "#DW container name=c"]
     assert requires(d) == {"user-container-auth", "copy-offload"}
-    assert has_container(d) and not has_container(["#DW jobdw name=container"])
-    assert asks_copy_offload(d) and wants_token(d)
-    assert wants_token(["#DW jobdw requires=user-container-auth"])
-    assert not asks_copy_offload(PLAIN_DW) and not wants_token(PLAIN_DW)
+    assert asks_copy_offload(d)
+    assert not asks_copy_offload(PLAIN_DW)
     assert not asks_copy_offload(None)
 
 
@@ -364,7 +360,7 @@ def test_a_secret_read_in_flight_across_a_reconfigure_is_read_again_not_failed(l
     old_reader, new_reader = logic.reader, Reader()
     assert len(old_reader.calls) == 1
     logic.attach(2, new_reader, dict)  # new Kubernetes settings: the old client is closed
-    old_reader.finish(None, KubeError(0, "Kubernetes API unreachable: client closed"))
+    old_reader.finish(None, KubeError("Kubernetes API unreachable: client closed"))
     assert logic.handle.for_msg(msg) == []  # not failed by the old client's error
     logic.on_synced(2, [workflow(50)], "v1alpha7")
     assert len(new_reader.calls) == 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from copy_offload.client.wire import WireError
+from copy_offload.server.app import http_code
+from copy_offload.server.drivers.errors import DriverError
 from copy_offload.server.local.paths import ERR_NO_ROOTS, Confinement
 
 
@@ -23,9 +24,9 @@ def tree(tmp_path):
 
 
 def refused(call, *texts):
-    with pytest.raises(WireError) as info:
+    with pytest.raises(DriverError) as info:
         call()
-    assert info.value.code == 400
+    assert http_code(info.value) == 400
     for text in texts:
         assert text in info.value.message, info.value.message
     return info.value.message

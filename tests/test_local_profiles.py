@@ -7,7 +7,8 @@ import threading
 import time
 
 import pytest
-from copy_offload.client.wire import WireError
+from copy_offload.server.app import http_code
+from copy_offload.server.drivers.errors import DriverError
 from copy_offload.server.local.command import CommandJob
 from copy_offload.server.local.engine import CopyCancelled, CopyError
 from copy_offload.server.local.profiles import ProfileConfigError, Profiles, unknown_profile_text
@@ -34,9 +35,9 @@ def write_profiles(tmp_path, text):
 def test_builtin_profile_and_unknown_names():
     profiles = Profiles(None)
     assert profiles.get("").builtin and profiles.get("default").builtin
-    with pytest.raises(WireError) as info:
+    with pytest.raises(DriverError) as info:
         profiles.get("fast")
-    assert (info.value.code, info.value.message) == (400, unknown_profile_text("fast"))
+    assert (http_code(info.value), info.value.message) == (400, unknown_profile_text("fast"))
     assert info.value.message == "unable to retrieve NnfDataMovementProfile: fast"
 
 

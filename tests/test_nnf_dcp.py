@@ -17,6 +17,7 @@ import shutil
 import time
 
 import pytest
+from copy_offload.server.app import http_code
 from copy_offload.server.nnf.survivor import alive, process_start_time
 from kube_double import KubeDouble
 from nnf_support import (
@@ -31,6 +32,7 @@ from nnf_support import (
     until,
     wait_done,
 )
+from support import status_doc
 
 pytestmark = [
     pytest.mark.dcp,
@@ -163,7 +165,7 @@ def test_dcp_progress_while_running_and_cancel_kills_every_rank(real):
         progress = real.dm(name)["status"]["commandStatus"]["progress"]
         ranks = _dcp_ranks("cancel.bin")
         assert await driver.cancel(name) is True
-        doc = await driver.status(name, 30)
+        doc = await status_doc(driver, name, 30)
         await driver.close()
         return progress, ranks, doc
 
@@ -185,7 +187,7 @@ def test_dcp_missing_source_error_is_short(real):
         return err
 
     err = run(scenario(), timeout=120)
-    assert err.code == 500 and err.message.startswith("internal error: could not determine source type: could not stat path")
+    assert http_code(err) == 500 and err.message.startswith("internal error: could not determine source type: could not stat path")
     external = err.message.split(" - stderr: ", 1)[1]
     assert "No such file or directory" in external and "Primary job" not in external and len(external) < 400
 

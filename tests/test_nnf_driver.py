@@ -7,9 +7,12 @@ import os
 import time
 
 from copy_offload.client import wire
+from copy_offload.server.app import http_code
+from copy_offload.server.drivers.errors import DriverError
 from copy_offload.server.nnf.survivor import alive, process_start_time
 from kube_double import DWS, LUS, NNF
 from nnf_support import UID, WORKFLOW, listing, run, submit_error, wait_done
+from support import status_doc
 
 
 def _read(path):
@@ -111,7 +114,7 @@ def test_nnf_workflow_and_mount_errors(world):
         async def err(request):
             await world.caught_up(driver)
             exc = await submit_error(driver, request)
-            assert exc.code == 500
+            assert http_code(exc) == 500
             texts.append(exc.message)
 
         world.workflow_status(state="DataIn")
@@ -263,11 +266,11 @@ def test_nnf_progress_is_written_while_running(world, monkeypatch):
         name = await driver.submit(world.request(src, world.tmp + "/p-out"))
         seen = []
         while name in driver.active():
-            doc = await driver.status(name, 0)
+            doc = await status_doc(driver, name, 0)
             seen.append(doc["commandStatus"].get("progress", 0))
             await asyncio.sleep(0.2)
         elapsed = time.monotonic() - began
-        final = await driver.status(name, 0)
+        final = await status_doc(driver, name, 0)
         await driver.close()
         return name, seen, final, elapsed
 
@@ -299,7 +302,7 @@ def test_nnf_cancel_kills_the_process_group(world, monkeypatch):
         assert await driver.cancel(name) is True
         listed = driver.active()
         again = await driver.cancel(name)  # completed, not yet reaped: still a success
-        doc = await driver.status(name, -1)
+        doc = await status_doc(driver, name, -1)
         reaped = await driver.cancel(name)  # its completed status was read: forgotten, as the reference
         unknown = await driver.cancel("rabbit-01--nnf-copy-offload-node-zzzzz")
         await driver.close()
@@ -337,16 +340,16 @@ def test_nnf_status_errors_and_states(world):
         out = {}
         for name in ("no-dashes-here", "--x", "rabbit-01--", "rabbit-01--missing", "rabbit-01--nnf-copy-offload-node-other"):
             try:
-                await driver.status(name, 5)
-            except wire.WireError as exc:
-                out[name] = (exc.code, exc.message)
-        out["pending"] = await driver.status("rabbit-01--nnf-copy-offload-node-pend", -1)  # not ours running: no wait
+                await status_doc(driver, name, 5)
+            except DriverError as exc:
+                out[name] = (http_code(exc), exc.message)
+        out["pending"] = await status_doc(driver, "rabbit-01--nnf-copy-offload-node-pend", -1)  # not ours running: no wait
         world.kube.modify(NNF, "nnfdatamovements", "rabbit-01", "nnf-copy-offload-node-pend",
                           lambda o: o["status"].update(startTime="2026-06-01T15:05:02.481935Z", state="Bogus"))
         try:
-            await driver.status("rabbit-01--nnf-copy-offload-node-pend", 0)
-        except wire.WireError as exc:
-            out["bogus"] = (exc.code, exc.message)
+            await status_doc(driver, "rabbit-01--nnf-copy-offload-node-pend", 0)
+        except wire.WireError as exc:  # the state is the driver's; rendering it (and failing) is the server's
+            out["bogus"] = (http_code(exc), exc.message)
         await driver.close()
         return out
 
@@ -368,7 +371,7 @@ def test_nnf_many_requests_one_driver(world):
         driver = await world.driver()
         names = await asyncio.gather(*[driver.submit(world.request(s, "%s/m%d-out" % (world.tmp, i), dmProfile="fast"))
                                        for i, s in enumerate(sources)])
-        docs = await asyncio.gather(*[driver.status(n, 20) for n in names])
+        docs = await asyncio.gather(*[status_doc(driver, n, 20) for n in names])
         await driver.close()
         return names, docs
 
@@ -465,7 +468,7 @@ def test_nnf_status_wait_ends_when_the_resource_goes(world, monkeypatch):
     async def scenario():
         driver = await world.driver()
         name = await driver.submit(world.request(src, world.tmp + "/w-out"))
-        waiter = asyncio.ensure_future(driver.status(name, 30))
+        waiter = asyncio.ensure_future(status_doc(driver, name, 30))
         await asyncio.sleep(0.3)
         assert not waiter.done()  # waiting for completion, event-driven
         namespace, dm_name = name.split("--")
@@ -473,10 +476,10 @@ def test_nnf_status_wait_ends_when_the_resource_goes(world, monkeypatch):
         await driver.cancel(name)
         try:
             await waiter
-        except wire.WireError as exc:
+        except DriverError as exc:
             return exc
         finally:
             await driver.close()
 
     exc = run(scenario())
-    assert (exc.code, exc.message) == (404, "request not found after waiting for completion")
+    assert (http_code(exc), exc.message) == (404, "request not found after waiting for completion")

@@ -6,8 +6,10 @@ import logging
 import os
 
 import pytest
+from copy_offload.server.app import http_code
 from copy_offload.server.nnf.progress import explain_output
 from nnf_support import outage_scenario, run, until, wait_done
+from support import status_doc
 
 
 @pytest.fixture
@@ -188,12 +190,12 @@ def test_nnf_status_of_a_running_copy_survives_an_unavailable_api(world, monkeyp
         name = await driver.submit(world.request(world.source_tree("reads"), world.lus + "/reads-out"))
         kube = world.kube
         kube.fail(503, count=10**6, method="GET", path="/nnfdatamovements/")
-        during = await driver.status(name, 0)
+        during = await status_doc(driver, name, 0)
         kube.clear_faults()
         done = await wait_done(driver, name)
         try:
-            await driver.status("rabbit-01--nnf-copy-offload-node-zzzzz", 0)  # an unknown name is still a 404
-        except Exception as exc:  # noqa: BLE001 - the WireError is what we look at
+            await status_doc(driver, "rabbit-01--nnf-copy-offload-node-zzzzz", 0)  # an unknown name is still a 404
+        except Exception as exc:  # noqa: BLE001 - the DriverError is what we look at
             unknown = exc
         await driver.close()
         return during, done, unknown
@@ -201,5 +203,5 @@ def test_nnf_status_of_a_running_copy_survives_an_unavailable_api(world, monkeyp
     during, done, unknown = run(scenario())
     assert during["state"] == "running" and during["commandStatus"]["command"].startswith("/bin/bash -c ")
     assert done["status"] == "success"
-    assert getattr(unknown, "code", None) == 404
+    assert http_code(unknown) == 404
     assert any("status answered from memory" in w for w in warnings())

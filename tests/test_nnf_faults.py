@@ -6,11 +6,13 @@ import asyncio
 import os
 import time
 
-from copy_offload.client import wire
+from copy_offload.server.app import http_code
+from copy_offload.server.drivers.errors import DriverError
 from copy_offload.server.nnf import KubeSettings, NnfStartupError, create_nnf_driver
 from copy_offload.server.nnf.driver import RESTART_MESSAGE
 from kube_double import DWS, LUS, NNF, KubeDouble, ResourceType
 from nnf_support import FAST, WORKFLOW, NnfWorld, env_for_tests, run, submit_error, wait_done
+from support import status_doc
 
 
 def test_nnf_transient_api_errors_are_retried(world):
@@ -95,8 +97,8 @@ def test_nnf_permanent_and_unreachable_api_errors(world):
         began = time.monotonic()
         down = await submit_error(driver, world.request(src, world.lus + "/p-out"))
         try:
-            await driver.status("rabbit-01--nnf-copy-offload-node-abcde", 0)
-        except wire.WireError as exc:
+            await status_doc(driver, "rabbit-01--nnf-copy-offload-node-abcde", 0)
+        except DriverError as exc:
             status_error = exc
         took = time.monotonic() - began
         kube.accept_connections()
@@ -104,10 +106,10 @@ def test_nnf_permanent_and_unreachable_api_errors(world):
         return forbidden, down, status_error, took
 
     forbidden, down, status_error, took = run(scenario())
-    assert (forbidden.code, forbidden.message) == (500, 'nnfdatamovements.nnf.cray.hpe.com is forbidden: User "system:serviceaccount:default:x" cannot create')
+    assert (http_code(forbidden), forbidden.message) == (500, 'nnfdatamovements.nnf.cray.hpe.com is forbidden: User "system:serviceaccount:default:x" cannot create')
     assert kube.count(method="POST", plural="nnfdatamovements") == 1  # a 403 is not retried
-    assert down.code == 500 and "gave up after 4 attempts" in down.message and "get workflows" in down.message
-    assert status_error.code == 500 and "gave up after 4 attempts" in status_error.message
+    assert http_code(down) == 500 and "gave up after 4 attempts" in down.message and "get workflows" in down.message
+    assert http_code(status_error) == 500 and "gave up after 4 attempts" in status_error.message
     assert took < 5.0  # bounded, never a hang
     assert world.dms() == [] and os.listdir(world.hostfiles) == []
 
@@ -125,7 +127,7 @@ def test_nnf_failed_start_write_leaves_the_resource_failed(world):
         return err, active
 
     err, active = run(scenario())
-    assert (err.code, err.message) == (500, "status is invalid")
+    assert (http_code(err), err.message) == (500, "status is invalid")
     assert active == []
     (dm,) = world.dms()
     assert dm["status"]["state"] == "Finished" and dm["status"]["status"] == "Failed"
@@ -163,7 +165,7 @@ def test_nnf_restart_recovery_marks_interrupted_requests_failed(world):
 
     async def scenario():
         driver = await world.driver()
-        doc = await driver.status("rabbit-01--nnf-copy-offload-node-run01", -1)
+        doc = await status_doc(driver, "rabbit-01--nnf-copy-offload-node-run01", -1)
         recovered = driver.recovered
         await driver.close()
         return doc, recovered

@@ -89,8 +89,7 @@ def test_nnf_double_watch_and_expired(kube):
                 break
 
     thread = threading.Thread(target=run)
-    thread.start()
-    time.sleep(0.2)
+    thread.start()  # the watch replays from `start`, whenever it connects: no need to wait for it
     co.patch_namespaced_custom_object(*WF, "fluxjob-1234", {"status": {"state": "PostRun"}})
     kube.modify(DWS, "workflows", "default", "fluxjob-1234", lambda o: o["status"].update(state="DataOut"))
     thread.join(5)
@@ -148,11 +147,12 @@ def test_nnf_double_delete_finalizers_json_patch_and_watch_control(kube):
 
     thread = threading.Thread(target=run)
     thread.start()
-    time.sleep(0.3)
-    began = time.monotonic()
+    deadline = time.monotonic() + 30
+    while not seen and time.monotonic() < deadline:  # connected once its replay has arrived
+        time.sleep(0.01)
     kube.close_watches()
-    thread.join(5)
-    assert seen == ["ADDED"] and time.monotonic() - began < 2
+    thread.join(4)  # the stream itself would run 5 s
+    assert seen == ["ADDED"] and not thread.is_alive()
     kube.compact()
     kube.watch_gone_as_http = True
     with pytest.raises(client.ApiException) as err:

@@ -17,7 +17,6 @@ from copy_offload.server.nnf.progress import (
     parse_duration,
     parse_progress,
     parse_stats,
-    trim_dcp_output,
 )
 
 PROFILE = {
@@ -68,6 +67,14 @@ def _reference_trim(output):
     if not idx or idx[-1] - idx[0] <= 1:
         return output
     return "\n".join(lines[: idx[0] + 1] + SNIP + lines[idx[-1]:])
+
+
+def trim_dcp_output(output: str) -> str:
+    """The reference's ``TrimDcpProgressFromOutput`` on a whole output, through our OutputLog."""
+    log = OutputLog(max_chars=len(output) * 2 + 2)
+    log.feed(output)
+    log.flush()
+    return log.text(final=True)
 
 
 def test_nnf_output_trimming_matches_reference():

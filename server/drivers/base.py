@@ -1,6 +1,8 @@
 """The one interface every copy driver implements, and the bookkeeping they share.
 
-Handlers translate HTTP to these calls and back; drivers never see a request object. Every
+Handlers translate HTTP to these calls and back; drivers never see a request object, never
+choose an HTTP code and never write the wire format: they answer ``RequestState`` records and
+raise ``DriverError`` kinds (``errors.py``), which ``copy_offload.server.app`` maps. Every
 method that can wait is a coroutine and must not block the event loop: copies, subprocesses
 and Kubernetes calls run in executors, subprocesses or async clients.
 """
@@ -9,11 +11,12 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
-from copy_offload.client.wire import CopyRequest, WireError
+from copy_offload.client.wire import CopyRequest, RequestState
+from copy_offload.server.drivers.errors import DriverError
 
-__all__ = ["Driver", "Completions", "WireError"]
+__all__ = ["Driver", "Completions", "DriverError"]
 
 
 class Driver(abc.ABC):
@@ -28,17 +31,17 @@ class Driver(abc.ABC):
     async def submit(self, request: CopyRequest) -> str:
         """Start a validated copy and return its request name once it is running.
 
-        Raise ``WireError(400, text)`` for the client's mistakes and ``WireError(500, text)``
-        for failures of ours; nothing may be left running when this raises.
+        Raise ``BadRequest(text)`` for the client's mistakes and ``Internal(text)`` for failures
+        of ours; nothing may be left running when this raises.
         """
 
     @abc.abstractmethod
-    async def status(self, name: str, max_wait_secs: int) -> Dict[str, Any]:
-        """The status JSON object (``wire.status_document``) of ``name``.
+    async def status(self, name: str, max_wait_secs: int) -> RequestState:
+        """The state of ``name`` now (the server renders it as the status JSON).
 
         ``max_wait_secs``: 0 answers now, > 0 waits up to that long for completion, < 0 waits
         for completion however long it takes. Waiting is event-driven, never polling.
-        Raise ``WireError(404, wire.ERR_REQUEST_NOT_FOUND)`` for an unknown name.
+        Raise ``RequestNotFound(wire.ERR_REQUEST_NOT_FOUND)`` for an unknown name.
         """
 
     @abc.abstractmethod

@@ -20,8 +20,9 @@ import signal
 from typing import Any, Dict, List, Set
 
 from copy_offload.client import wire
-from copy_offload.client.wire import CopyRequest, RequestState, WireError
+from copy_offload.client.wire import CopyRequest, RequestState
 from copy_offload.server.drivers.base import Driver
+from copy_offload.server.drivers.errors import Internal, RequestNotFound
 
 log = logging.getLogger("copy_offload.server.mock")
 
@@ -36,8 +37,8 @@ PROGRESS_INTERVAL = 1.0
 class _MockRequest:
     def __init__(self, name: str, command: str) -> None:
         self.name = name
-        self.state = RequestState(state="Running", command="/bin/bash -c " + command,
-                                  start_time=dt.datetime.now(dt.timezone.utc))
+        self.state = RequestState(state=wire.RES_RUNNING, command="/bin/bash -c " + command,
+                                  start_time=dt.datetime.now(dt.timezone.utc), start_time_text=START_TIME_TEXT)
         self.process: asyncio.subprocess.Process | None = None
         self.cancelled = False
         self.done = asyncio.Event()
@@ -64,7 +65,7 @@ class MockDriver(Driver):
                 stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
             )
         except OSError as exc:
-            raise WireError(500, "unable to start the mock command: %s" % exc.strerror) from None
+            raise Internal("unable to start the mock command: %s" % exc.strerror) from None
         self._active[name] = record
         task = asyncio.ensure_future(self._drive(record))
         self._tasks.add(task)
@@ -85,11 +86,11 @@ class MockDriver(Driver):
         record.done.set()
         log.info("mock request %s finished (%s)", record.name, "cancelled" if record.cancelled else "done")
 
-    async def status(self, name: str, max_wait_secs: int) -> Dict[str, Any]:
+    async def status(self, name: str, max_wait_secs: int) -> RequestState:
         record = self._active.get(name)
         if record is None:
-            raise WireError(404, wire.ERR_REQUEST_NOT_FOUND)
-        return wire.status_document(record.state, start_time_text=START_TIME_TEXT)
+            raise RequestNotFound(wire.ERR_REQUEST_NOT_FOUND)
+        return record.state
 
     def active(self) -> List[str]:
         return sorted(self._active)

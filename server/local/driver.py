@@ -3,8 +3,8 @@
 Each request runs in its own thread (the built-in engine, which adds worker processes for big
 trees, or a profile's command), so the event loop never blocks. The driver keeps the request's
 state in the NnfDataMovement vocabulary (Running/Finished; Success/Failed/Cancelled) and
-renders it with ``wire.status_document``, with the engine's byte and file counters beside the
-reference keys. Records go to SQLite (store.py) at start, about once a second while running,
+answers a ``RequestState`` (the server renders it), with the engine's byte and file counters
+beside the reference keys. Records go to SQLite (store.py) at start, about once a second while running,
 and at the end; a status for a finished request comes from memory or, after a restart, from
 SQLite.
 """
@@ -22,11 +22,20 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, List, Optional, Sequence, TypeVar, Union
 
 from copy_offload.client import wire
-from copy_offload.client.wire import CopyRequest, RequestState, WireError
-from copy_offload.server.drivers.base import Completions, Driver
+from copy_offload.client.wire import (
+    RES_CANCELLED,
+    RES_FAILED,
+    RES_FINISHED,
+    RES_RUNNING,
+    RES_SUCCESS,
+    CopyRequest,
+    RequestState,
+)
+from copy_offload.server.drivers.base import Driver
+from copy_offload.server.drivers.errors import BadRequest, Internal, RequestNotFound
 from copy_offload.server.local.beneath import Tree, reason, relative, root_of
 from copy_offload.server.local.command import CommandJob
 from copy_offload.server.local.copier import TEMP_MARK
@@ -50,17 +59,80 @@ STOPPED_MESSAGE = ("the copy-offload server was stopped (SIGTERM or SIGINT) whil
                    " was running; it did not complete")
 
 T = TypeVar("T")
-Job = Union[CopyJob, CommandJob]
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-class _Request:
-    def __init__(self, name: str, job: Job, state: RequestState, profile: Profile, request: CopyRequest) -> None:
-        self.name = name
+class _Work:
+    """The one job interface the driver uses, over the engine's CopyJob or a profile's CommandJob."""
+
+    def __init__(self, job: Union[CopyJob, CommandJob]) -> None:
         self.job = job
+
+    def prepare(self) -> None:
+        self.job.prepare()
+
+    def run(self) -> None:
+        self.job.run(defer_cleanup=True)
+
+    def cancel(self) -> None:
+        self.job.cancel()
+
+    def cleanup(self) -> None:
+        self.job.cleanup()
+
+    def temporaries(self) -> List[str]:
+        return self.job.temporaries()
+
+    def output(self) -> str:
+        """What storeStdout keeps and logStdout logs."""
+        raise NotImplementedError
+
+    def fill(self, rec: RequestState, now: dt.datetime) -> None:
+        """Put the live progress into ``rec`` (a copy of the request's state)."""
+        raise NotImplementedError
+
+
+class _EngineWork(_Work):
+    job: CopyJob
+
+    def output(self) -> str:
+        return self.job.message().rstrip("\n")
+
+    def fill(self, rec: RequestState, now: dt.datetime) -> None:
+        snap = self.job.progress()
+        rec.last_message = self.job.message()
+        rec.progress = snap.percent
+        rec.last_message_time = now
+        rec.bytes_total, rec.bytes_done = snap.bytes_total, snap.bytes_done
+        rec.files_total, rec.files_done = snap.files_total, snap.files_done
+        rec.rate = snap.rate
+        if self.job.verify:  # commandStatus keys beside bytesCopied (wire.status_document)
+            rec.extra.update(verifiedBytes=snap.bytes_verified, verifyMismatches=snap.mismatches)
+
+
+class _CommandWork(_Work):
+    job: CommandJob
+
+    def output(self) -> str:
+        return self.job.output
+
+    def fill(self, rec: RequestState, now: dt.datetime) -> None:
+        rec.last_message = self.job.message()
+        rec.progress = self.job.percent()
+        if self.job.last_time is not None:
+            rec.last_message_time = dt.datetime.fromtimestamp(self.job.last_time, dt.timezone.utc)
+
+
+class _Request:
+    """One request's whole state in this process; ``done`` is its one completion signal, set once
+    its end is recorded (status long-polls and cancel both wait on it)."""
+
+    def __init__(self, name: str, work: _Work, state: RequestState, profile: Profile, request: CopyRequest) -> None:
+        self.name = name
+        self.work = work
         self.state = state
         self.profile = profile
         self.store_stdout = request.storeStdout or profile.store_stdout
@@ -68,6 +140,46 @@ class _Request:
         self.started = time.monotonic()
         self.done = asyncio.Event()
         self.server_stopped = False  # cancelled because the server is stopping, not by its user
+
+    @property
+    def running(self) -> bool:
+        return self.state.state != RES_FINISHED
+
+    async def wait(self, max_wait_secs: int) -> None:
+        """Until the end is recorded, or ``max_wait_secs`` (< 0: however long it takes)."""
+        timeout: Optional[float] = None if max_wait_secs < 0 else float(max_wait_secs)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.done.wait()), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+
+class _Requests:
+    """Every request this process knows, in one place: the running ones and the last ``keep``
+    finished ones (older ones are read back from the store)."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._all: collections.OrderedDict[str, _Request] = collections.OrderedDict()
+        self._finished = 0
+
+    def add(self, req: _Request) -> None:
+        self._all[req.name] = req
+
+    def get(self, name: str) -> Optional[_Request]:
+        return self._all.get(name)
+
+    def running(self) -> List[_Request]:
+        return [req for req in self._all.values() if req.running]
+
+    def finished(self, req: _Request) -> None:
+        """``req`` has just ended: count it, and forget the oldest finished beyond ``keep``."""
+        self._finished += 1
+        if self._finished <= self.keep:
+            return
+        for name in [name for name, old in self._all.items() if not old.running][: self._finished - self.keep]:
+            del self._all[name]
+            self._finished -= 1
 
 
 class LocalDriver(Driver):
@@ -97,9 +209,7 @@ class LocalDriver(Driver):
         # computes, so more copiers than cores keep both busy (docs/performance.md).
         self.workers = workers if workers and workers > 0 else 2 * (os.cpu_count() or 1)
         self.node_name = node_name or socket.gethostname().split(".")[0] or "localhost"
-        self._active: Dict[str, _Request] = {}
-        self._recent: collections.OrderedDict[str, _Request] = collections.OrderedDict()
-        self._completions = Completions()
+        self._requests = _Requests(RECENT)
         self._db = ThreadPoolExecutor(1, thread_name_prefix="copy-offload-db")
         self._budget = threading.BoundedSemaphore(max(2, 2 * (os.cpu_count() or 1)))
         warm_pool(self.workers)  # worker processes ready before the first copy (workers.py)
@@ -124,9 +234,10 @@ class LocalDriver(Driver):
         if self._closed:
             return
         self._closed = True
-        for req in list(self._active.values()):
+        running = self._requests.running()
+        for req in running:
             req.server_stopped = not req.state.cancel  # a user's cancel under way stays a cancel
-        await asyncio.gather(*[self.cancel(name) for name in list(self._active)])
+        await asyncio.gather(*[self.cancel(req.name) for req in running])
         if self._ticker is not None:
             self._ticker.cancel()
         if self._pending:
@@ -149,56 +260,56 @@ class LocalDriver(Driver):
         workers = _worker_hint(request, self.workers)
         if profile.builtin:
             direct = _wants_direct(request.dcpOptions)
-            job: Job = CopyJob(paths.source, paths.destination, roots=self.confinement.roots, workers=workers,
-                               dryrun=request.dryrun, process_budget=self._budget, direct=direct,
-                               verify=profile.verify)
+            work: _Work = _EngineWork(CopyJob(
+                paths.source, paths.destination, roots=self.confinement.roots, workers=workers,
+                dryrun=request.dryrun, process_budget=self._budget, direct=direct, verify=profile.verify))
             command = " ".join([ENGINE_COMMAND] + (["--dryrun"] if request.dryrun else [])
                                + (["--direct"] if direct else []) + (["--verify"] if profile.verify else [])
                                + [paths.source, paths.destination])
         else:
             argv = profile.argv(paths.source, paths.destination)
-            job = CommandJob(argv, dryrun=request.dryrun)
+            work = _CommandWork(CommandJob(argv, dryrun=request.dryrun))
             command = " ".join(argv)
         try:
-            await loop.run_in_executor(None, job.prepare)
+            await loop.run_in_executor(None, work.prepare)
         except CopyError as exc:
-            raise WireError(400 if exc.client_error else 500, exc.message) from None
+            raise (BadRequest if exc.client_error else Internal)(exc.message) from None
         name = "%s--%s%d" % (self.node_name, NAME_BASE, await self._in_db(self.store.next_sequence))
-        state = RequestState(state="Running", command=command, start_time=_now())
-        req = _Request(name, job, state, profile, request)
+        state = RequestState(state=RES_RUNNING, command=command, start_time=_now())
+        req = _Request(name, work, state, profile, request)
         try:
-            await self._in_db(self.store.save, name, state, job.temporaries())
+            await self._in_db(self.store.save, name, state, work.temporaries())
         except Exception as exc:
             log.exception("cannot record request %s", name)
-            raise WireError(500, "unable to record the request: %s" % exc) from None
-        self._active[name] = req
+            raise Internal("unable to record the request: %s" % exc) from None
+        self._requests.add(req)
         thread = threading.Thread(target=self._run, args=(req,), name="copy-offload-" + name, daemon=True)
         thread.start()
         log.debug("request %s: %r", name, command)  # repr: client paths may hold control characters
         return name
 
-    async def status(self, name: str, max_wait_secs: int) -> Dict[str, Any]:
-        if name in self._active and max_wait_secs != 0:
-            await self._completions.wait(name, max_wait_secs)
-        req = self._active.get(name) or self._recent.get(name)
+    async def status(self, name: str, max_wait_secs: int) -> RequestState:
+        req = self._requests.get(name)
         if req is not None:
-            return _document(self._snapshot(req))
+            if req.running and max_wait_secs != 0:
+                await req.wait(max_wait_secs)
+            return self._snapshot(req)
         rec = await self._in_db(self.store.load, name)
         if rec is None:
-            raise WireError(404, wire.ERR_REQUEST_NOT_FOUND)
-        return _document(rec)
+            raise RequestNotFound(wire.ERR_REQUEST_NOT_FOUND)
+        return rec
 
     def active(self) -> List[str]:
-        return sorted(self._active)
+        return sorted(req.name for req in self._requests.running())
 
     async def cancel(self, name: str) -> bool:
-        req = self._active.get(name)
+        req = self._requests.get(name)
         if req is None:
-            if name in self._recent:
-                return True
             return await self._in_db(self.store.load, name) is not None
+        if not req.running:
+            return True
         req.state.cancel = True
-        req.job.cancel()
+        req.work.cancel()
         try:
             await asyncio.wait_for(req.done.wait(), CANCEL_WAIT)
         except asyncio.TimeoutError:
@@ -209,28 +320,27 @@ class LocalDriver(Driver):
 
     def _run(self, req: _Request) -> None:
         """The request's thread: run the job, clean up, then hand the outcome to the loop."""
-        job = req.job
-        status, message = "Success", ""
+        work = req.work
+        status, message = RES_SUCCESS, ""
         try:
-            job.run(defer_cleanup=True)
+            work.run()
             if req.store_stdout:
-                message = job.output if isinstance(job, CommandJob) else job.message().rstrip("\n")
+                message = work.output()
         except CopyCancelled:
-            status = "Cancelled"
+            status = RES_CANCELLED
             if req.server_stopped:  # not the user's cancel: say what happened
-                status, message = "Failed", STOPPED_MESSAGE
+                status, message = RES_FAILED, STOPPED_MESSAGE
         except CopyError as exc:
-            status, message = "Failed", exc.message
+            status, message = RES_FAILED, exc.message
         except Exception as exc:  # a bug must still end the request
             log.exception("request %s failed unexpectedly", req.name)
-            status, message = "Failed", "internal error in the copy engine: %r" % exc
+            status, message = RES_FAILED, "internal error in the copy engine: %r" % exc
         try:
-            job.cleanup()
+            work.cleanup()
         except Exception:
             log.exception("request %s: cleanup failed", req.name)
-        if req.log_stdout and status == "Success":
-            output = job.output if isinstance(job, CommandJob) else job.message()
-            log.info("request %s output: %r", req.name, output[:4096])
+        if req.log_stdout and status == RES_SUCCESS:
+            log.info("request %s output: %r", req.name, work.output()[:4096])
         loop = self._loop
         if loop is not None and not loop.is_closed():
             try:
@@ -239,20 +349,15 @@ class LocalDriver(Driver):
                 pass
 
     def _finish(self, req: _Request, status: str, message: str) -> None:
-        """On the loop: final state, out of the active set, then the durable write and the signal."""
+        """On the loop: final state (no longer running), then the durable write and the signal."""
         final = self._snapshot(req)
-        final.state, final.status, final.cancel = "Finished", status, False
+        final.state, final.status, final.cancel = RES_FINISHED, status, False
         final.end_time = _now()
         if message:
             final.message = message
         req.state = final
-        self._active.pop(req.name, None)
-        self._recent[req.name] = req
-        while len(self._recent) > RECENT:
-            old, _ = self._recent.popitem(last=False)
-            self._completions.forget(old)
-        req.done.set()
-        if status == "Failed":
+        self._requests.finished(req)
+        if status == RES_FAILED:
             log.info("request %s failed: %r", req.name, message[:1024])
         else:
             log.info("request %s finished: %s", req.name, status)
@@ -265,37 +370,22 @@ class LocalDriver(Driver):
             await self._in_db(self.store.save, req.name, req.state, ())
         except Exception:
             log.exception("cannot record the end of request %s", req.name)
-        self._completions.done(req.name)
+        req.done.set()
 
     def _snapshot(self, req: _Request) -> RequestState:
         """The request's state now: the recorded one when finished, else live counters."""
-        if req.state.state == "Finished":
+        if not req.running:
             return req.state
-        job = req.job
-        now = _now()
         rec = dataclasses.replace(req.state, extra=dict(req.state.extra))
         rec.elapsed = time.monotonic() - req.started
-        rec.last_message = job.message()
-        if isinstance(job, CommandJob):
-            rec.progress = job.percent()
-            if job.last_time is not None:
-                rec.last_message_time = dt.datetime.fromtimestamp(job.last_time, dt.timezone.utc)
-        else:
-            snap = job.progress()
-            rec.progress = snap.percent
-            rec.last_message_time = now
-            rec.bytes_total, rec.bytes_done = snap.bytes_total, snap.bytes_done
-            rec.files_total, rec.files_done = snap.files_total, snap.files_done
-            rec.rate = snap.rate
-            if job.verify:  # commandStatus keys beside bytesCopied (wire.status_document)
-                rec.extra.update(verifiedBytes=snap.bytes_verified, verifyMismatches=snap.mismatches)
+        req.work.fill(rec, _now())
         return rec
 
     async def _tick(self) -> None:
         """About once a second, record the progress of running requests (one db call)."""
         while True:
             await asyncio.sleep(PROGRESS_INTERVAL)
-            rows = [(req.name, self._snapshot(req), req.job.temporaries()) for req in self._active.values()]
+            rows = [(req.name, self._snapshot(req), req.work.temporaries()) for req in self._requests.running()]
             if rows:
                 try:
                     await self._in_db(_save_rows, self.store, rows)
@@ -313,17 +403,9 @@ class LocalDriver(Driver):
         return await self._loop_now().run_in_executor(self._db, func, *args)
 
 
-def _document(rec: RequestState) -> Dict[str, Any]:
-    """The status JSON, with the driver's own figures (``extra``: verify's) under commandStatus."""
-    doc = wire.status_document(rec)
-    if rec.extra and "commandStatus" in doc:
-        doc["commandStatus"].update(rec.extra)
-    return doc
-
-
 def _save_rows(store: Store, rows: List[Any]) -> None:
     for name, rec, temps in rows:
-        if rec.state != "Finished":
+        if rec.state != RES_FINISHED:
             store.save(name, rec, temps, durable=False)
 
 
@@ -335,7 +417,7 @@ def _wants_direct(dcp_options: str) -> bool:
     try:
         words = shlex.split(dcp_options)
     except ValueError as exc:
-        raise WireError(400, "unable to parse dcpOptions: %s" % exc) from None
+        raise BadRequest("unable to parse dcpOptions: %s" % exc) from None
     return "--direct" in words or "-s" in words
 
 

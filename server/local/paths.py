@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Iterable, List, Sequence
 
-from copy_offload.client.wire import WireError
+from copy_offload.server.drivers.errors import BadRequest
 from copy_offload.server.local.beneath import Tree, reason, relative, root_of
 
 __all__ = ["Confinement", "ConfinedPaths", "ERR_NO_ROOTS"]
@@ -58,14 +58,14 @@ class Confinement:
 
     def _check_text(self, what: str, path: str) -> None:
         if not self.roots:
-            raise WireError(400, ERR_NO_ROOTS)
+            raise BadRequest(ERR_NO_ROOTS)
         if "\0" in path:
-            raise WireError(400, "%s path %r contains a NUL byte" % (what, path))
+            raise BadRequest("%s path %r contains a NUL byte" % (what, path))
         if not os.path.isabs(path):
-            raise WireError(400, "%s path %s must be absolute" % (what, path))
+            raise BadRequest("%s path %s must be absolute" % (what, path))
         encoded = os.fsencode(path)
         if len(encoded) >= _PATH_MAX or any(len(part) > _NAME_MAX for part in encoded.split(b"/")):
-            raise WireError(400, "%s path %s is too long (names up to %d bytes, paths under %d)"
+            raise BadRequest("%s path %s is too long (names up to %d bytes, paths under %d)"
                             % (what, path[:300] + ("..." if len(path) > 300 else ""), _NAME_MAX, _PATH_MAX))
 
     def _confine(self, what: str, path: str, real: str) -> str:
@@ -73,10 +73,8 @@ class Confinement:
             return real
         # Never say where it leads: that would map the file system outside the roots for the caller.
         verb = "resolves" if real != os.path.normpath(path) else "is"
-        raise WireError(
-            400,
-            "%s path %s %s outside the allowed roots; allowed roots: %s" % (what, path, verb, self._roots_text()),
-        )
+        raise BadRequest("%s path %s %s outside the allowed roots; allowed roots: %s"
+                         % (what, path, verb, self._roots_text()))
 
     def source(self, path: str) -> str:
         """The resolved source; it must lie inside a root and exist.
@@ -94,9 +92,9 @@ class Confinement:
             finally:
                 tree.close()
         except OSError as exc:
-            raise WireError(400, "source path %s cannot be resolved: %s" % (path, _why(exc))) from None
+            raise BadRequest("source path %s cannot be resolved: %s" % (path, _why(exc))) from None
         if found is None:
-            raise WireError(400, "source path %s does not exist" % path)
+            raise BadRequest("source path %s does not exist" % path)
         return real
 
     def destination(self, path: str) -> str:
@@ -107,7 +105,7 @@ class Confinement:
             # applies the remaining components, ".." among them, lexically.
             real = os.path.realpath(path)
         except OSError as exc:
-            raise WireError(400, "destination path %s cannot be resolved: %s" % (path, _why(exc))) from None
+            raise BadRequest("destination path %s cannot be resolved: %s" % (path, _why(exc))) from None
         return self._confine("destination", path, real)
 
     def request(self, source: str, destination: str) -> ConfinedPaths:

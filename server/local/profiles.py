@@ -24,7 +24,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from copy_offload.client.wire import WireError
+from copy_offload.server.drivers.errors import BadRequest
 
 try:
     import tomllib
@@ -131,10 +131,10 @@ class Profiles:
         return sorted(self._profiles)
 
     def get(self, name: str) -> Profile:
-        """The profile a request names; WireError(400) in the reference's words if unknown."""
+        """The profile a request names; BadRequest in the reference's words if unknown."""
         if name == "":
             return self._profiles[self._default]
         profile = self._profiles.get(name)
         if profile is None:
-            raise WireError(400, unknown_profile_text(name))
+            raise BadRequest(unknown_profile_text(name))
         return profile

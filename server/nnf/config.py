@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, Mapping, Optional
 
+from copy_offload.server.kube import KubeError, load_configuration
 from copy_offload.server.nnf.kube import KubeSettings
 
 REQUIRED_ENV = ("NNF_NODE_NAME", "DW_WORKFLOW_NAME", "DW_WORKFLOW_NAMESPACE", "ENVIRONMENT")
@@ -61,25 +62,12 @@ def kube_settings_from_env(environ: Optional[Mapping[str, str]] = None, base: Op
 
 
 def load_kube_configuration(kubeconfig: Optional[str], environ: Optional[Mapping[str, str]] = None) -> Any:
-    """A ``kubernetes.client.Configuration``: ``kubeconfig`` if given, else in-cluster, else
-    ``$KUBECONFIG`` (or ``~/.kube/config``). Blocking file reads: call it off the event loop."""
-    from kubernetes import client, config
-
-    env = os.environ if environ is None else environ
-    cfg = client.Configuration()
+    """A ``kubernetes.client.Configuration`` in the server's one precedence (``server/kube.py``).
+    Blocking file reads: call it off the event loop."""
     try:
-        if kubeconfig:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-            source = kubeconfig
-        elif env.get("KUBERNETES_SERVICE_HOST") and env.get("KUBERNETES_SERVICE_PORT"):
-            config.load_incluster_config(client_configuration=cfg)
-            source = "the pod's service account (in-cluster)"
-        else:
-            path = env.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-            config.load_kube_config(config_file=path, client_configuration=cfg)
-            source = path
-    except (config.ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
-        raise NnfStartupError("unable to load the Kubernetes configuration: %s" % exc) from None
+        cfg, source = load_configuration(kubeconfig, environ=environ)
+    except KubeError as exc:
+        raise NnfStartupError("unable to load the Kubernetes configuration: %s" % exc.message) from None
     cfg.copy_offload_source = source  # for the startup log line
     return cfg
 

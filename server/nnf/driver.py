@@ -26,6 +26,7 @@ import asyncio
 import collections
 import contextlib
 import copy
+import dataclasses
 import functools
 import logging
 import os
@@ -36,6 +37,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from copy_offload.client import wire
 from copy_offload.client.wire import CopyRequest, RequestState, WireError
 from copy_offload.server.drivers.base import Completions, Driver
+from copy_offload.server.drivers.errors import BadRequest, DriverError, Internal, RequestNotFound
 from copy_offload.server.nnf.cache import CachedReads, KindWatch
 from copy_offload.server.nnf.command import (
     build_dm_command,
@@ -107,11 +109,9 @@ class NnfDriver(Driver):
                         mpi_hostfile=self.settings.mpi_hostfile)
         self.planner = Planner(kube, reads=self.reads, **planning)
         self.direct_planner = Planner(kube, **planning)  # when a cached answer led to a refusal: ask again
-        self._jobs: Dict[str, CopyJob] = {}
-        self._tasks: Dict[str, asyncio.Task[Any]] = {}
+        self._running: Dict[str, _Running] = {}  # each running request's one record: its job and its task
         self._completions = Completions()
         self._completed: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._started = False
         self.recovered: List[str] = []
         self.processes = Processes(spawn_threads=4, run_threads=16)
 
@@ -132,16 +132,16 @@ class NnfDriver(Driver):
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        """Settle this Workflow's requests left unfinished by an earlier server process (once).
+    async def recover(self) -> None:
+        """Settle this Workflow's requests left unfinished by an earlier server process.
+
+        ``create_nnf_driver`` runs it once, before the driver is handed out (the server's
+        ``Driver.start`` has nothing left to do for this driver).
 
         A copy that is still running is adopted (watched to its end, its real result
         recorded); one that ended while no server ran gets the result it left behind; for
         the rest the status says that the result is unknown. Run dirs left behind go.
         """
-        if self._started:
-            return
-        self._started = True
         selector = "%s=%s,%s=%s,%s" % (WF_NAME, self.workflow_name, WF_NAMESPACE, self.workflow_namespace, INITIATOR)
         loop = asyncio.get_running_loop()
         records = await loop.run_in_executor(None, _run_records, self.settings.hostfile_dir)
@@ -153,7 +153,7 @@ class NnfDriver(Driver):
         adopted = set()
         for dm in leftovers:
             meta, status = dm.get("metadata") or {}, dm.get("status") or {}
-            if not str(meta.get("name", "")).startswith(NAME_BASE) or status.get("state") == "Finished":
+            if not str(meta.get("name", "")).startswith(NAME_BASE) or status.get("state") == wire.RES_FINISHED:
                 continue
             if (meta.get("labels") or {}).get(INITIATOR) in ("copy_in", "copy_out"):
                 continue
@@ -182,8 +182,7 @@ class NnfDriver(Driver):
         self.recovered.append(name)
         log.warning("%s: left by a previous server process; %s", name,
                     "its copy still runs (pid %s): watching it to its end" % pid if running else "recording how its copy ended")
-        self._jobs[name] = job
-        self._tasks[name] = asyncio.ensure_future(self._drive(job, os.path.join(run_dir, "hostfile")))
+        self._launch(self._register(name, job), os.path.join(run_dir, "hostfile"))
 
     async def _mark_unknown(self, name: str, dm: Dict[str, Any]) -> None:
         stamp = micro_time(now())
@@ -191,8 +190,8 @@ class NnfDriver(Driver):
         def mutate(st: Dict[str, Any]) -> None:
             st.setdefault("startTime", stamp)
             st["endTime"] = stamp
-            st["state"] = "Finished"
-            st["status"] = "Failed"
+            st["state"] = wire.RES_FINISHED
+            st["status"] = wire.RES_FAILED
             st["message"] = RESTART_MESSAGE
             st["error"] = {"userMessage": RESTART_MESSAGE, "debugMessage": RESTART_MESSAGE, "type": "Internal", "severity": "Fatal"}
 
@@ -207,9 +206,9 @@ class NnfDriver(Driver):
 
     async def close(self) -> None:
         """Stop what still runs (the server refuses shutdown while requests are active), then let go."""
-        for job in list(self._jobs.values()):
-            job.cancel()
-        tasks = list(self._tasks.values())
+        for running in list(self._running.values()):
+            running.job.cancel()
+        tasks = [running.task for running in self._running.values() if running.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=self.settings.cancel_wait)
         self.processes.close()
@@ -219,24 +218,27 @@ class NnfDriver(Driver):
     # ----------------------------------------------------------------- submit
 
     async def submit(self, request: CopyRequest) -> str:
-        request.validate()
+        try:
+            request.validate()
+        except WireError as exc:
+            raise BadRequest(exc.message) from None
         try:
             hits = self.reads.hits
             try:
                 dm, profile, hosts = await self._plan(self.planner, request)
-            except WireError:
+            except DriverError:
                 if self.reads.hits == hits:
                     raise
                 dm, profile, hosts = await self._plan(self.direct_planner, request)  # a refusal comes from the API server
         except KubeError as exc:
-            raise WireError(500, str(exc)) from None
+            raise Internal(str(exc)) from None
         data = profile_data(profile)
         slots, max_slots = hostfile_slots(data, dm)
         loop = asyncio.get_running_loop()
         try:
             hostfile = await loop.run_in_executor(None, write_hostfile, hostfile_text(hosts, slots, max_slots), self.settings.hostfile_dir)
         except OSError as exc:
-            raise WireError(500, "failed to create directory for MPI hostfile: %s" % exc) from None
+            raise Internal("failed to create directory for MPI hostfile: %s" % exc) from None
         keep_hostfile = False
         try:
             await DestinationPreparer(self.reads, self.kinds, self.processes, data, dm, hostfile, use_setpriv=bool(self.settings.use_setpriv),
@@ -251,13 +253,13 @@ class NnfDriver(Driver):
                 await job.write_start()
             except KubeError as exc:
                 await self._abandon(writer, "unable to record the start of the request: %s" % exc)
-                raise WireError(500, str(exc)) from None
-            self._jobs[name] = job
+                raise Internal(str(exc)) from None
+            running = self._register(name, job)
             await job.spawn()
-            self._tasks[name] = asyncio.ensure_future(self._drive(job, hostfile))
+            self._launch(running, hostfile)
             keep_hostfile = True
         except KubeError as exc:
-            raise WireError(500, str(exc)) from None
+            raise Internal(str(exc)) from None
         finally:
             if not keep_hostfile:
                 await loop.run_in_executor(None, _remove_hostfile_dir, hostfile)
@@ -308,12 +310,23 @@ class NnfDriver(Driver):
 
         def mutate(st: Dict[str, Any]) -> None:
             st.setdefault("startTime", stamp)
-            st.update({"endTime": stamp, "state": "Finished", "status": "Failed", "message": reason})
+            st.update({"endTime": stamp, "state": wire.RES_FINISHED, "status": wire.RES_FAILED, "message": reason})
 
         try:
             await writer.write(mutate)
         except KubeError as exc:
             log.error("%s/%s: %s; and it cannot be marked failed: %s", writer.namespace, writer.name, reason, exc)
+
+    def _register(self, name: str, job: CopyJob) -> _Running:
+        running = self._running[name] = _Running(job)
+        return running
+
+    def _launch(self, running: _Running, hostfile: str) -> None:
+        running.task = asyncio.ensure_future(self._drive(running.job, hostfile))
+
+    def _job(self, name: str) -> Optional[CopyJob]:
+        running = self._running.get(name)
+        return None if running is None else running.job
 
     async def _drive(self, job: CopyJob, hostfile: str) -> None:
         try:
@@ -323,8 +336,7 @@ class NnfDriver(Driver):
         finally:
             self._completions.done(job.name)
             self._remember_completed(job.name)
-            self._jobs.pop(job.name, None)
-            self._tasks.pop(job.name, None)
+            self._running.pop(job.name, None)
             job.finished.set()
             await asyncio.get_running_loop().run_in_executor(None, _remove_hostfile_dir, hostfile)
 
@@ -336,40 +348,44 @@ class NnfDriver(Driver):
 
     # ----------------------------------------------------------------- status, list, cancel
 
-    async def status(self, name: str, max_wait_secs: int) -> Dict[str, Any]:
-        namespace, dm_name = wire.split_request_name(name)
+    async def status(self, name: str, max_wait_secs: int) -> RequestState:
+        try:
+            namespace, dm_name = wire.split_request_name(name)
+        except WireError as exc:
+            raise RequestNotFound(exc.message) from None
         remembered = self._ended_in_memory(name)
         if remembered is not None:
             return remembered
         dm = await self._get_for_status(namespace, dm_name, name, wire.ERR_REQUEST_NOT_FOUND)
         labels = (dm.get("metadata") or {}).get("labels") or {}
         if labels.get(WF_NAME) != self.workflow_name or labels.get(WF_NAMESPACE) != self.workflow_namespace:
-            raise WireError(400, wire.ERR_NOT_IN_WORKFLOW)
+            raise BadRequest(wire.ERR_NOT_IN_WORKFLOW)
         ended = bool((dm.get("status") or {}).get("endTime"))
-        if not ended and max_wait_secs != 0 and (name in self._jobs or self._completions.is_done(name)):
+        if not ended and max_wait_secs != 0 and (name in self._running or self._completions.is_done(name)):
             await self._completions.wait(name, max_wait_secs)
             remembered = self._ended_in_memory(name)
             if remembered is not None:
                 return remembered
             dm = await self._get_for_status(namespace, dm_name, name, wire.ERR_NOT_FOUND_AFTER_WAIT)
-        doc = wire.status_document(request_state(dm))
-        if doc.get("state") == wire.STATE_COMPLETED and (dm.get("status") or {}).get("endTime") and name not in self._jobs:
+        state = request_state(dm)
+        shown_done = state.finished and (state.start_time is not None or state.status == wire.RES_INVALID)  # not "pending"
+        if shown_done and (dm.get("status") or {}).get("endTime") and name not in self._running:
             self._completions.forget(name)
             self._completed.pop(name, None)
-        return doc
+        return state
 
-    def _ended_in_memory(self, name: str) -> Optional[Dict[str, Any]]:
+    def _ended_in_memory(self, name: str) -> Optional[RequestState]:
         """The status of a request whose copy has ended but whose end is not recorded yet.
 
         The resource still says ``Running`` (the API server may be down); what we know is truer.
         """
-        job = self._jobs.get(name)
+        job = self._job(name)
         if job is None or job.final is None:
             return None
         dm = copy.deepcopy(job.writer.obj)
         dm.setdefault("status", {})
         dm["status"].update(copy.deepcopy(job.final))
-        return wire.status_document(request_state(dm))
+        return request_state(dm)
 
     async def _get_for_status(self, namespace: str, dm_name: str, name: str, not_found: str) -> Dict[str, Any]:
         try:
@@ -377,23 +393,23 @@ class NnfDriver(Driver):
         except KubeNotFound:
             self._completions.forget(name)
             self._completed.pop(name, None)
-            raise WireError(404, not_found) from None
+            raise RequestNotFound(not_found) from None
         except KubeUnavailable as exc:
-            job = self._jobs.get(name)
+            job = self._job(name)
             if job is None:
-                raise WireError(500, str(exc)) from None
+                raise Internal(str(exc)) from None
             log.warning("%s: status answered from memory: the API server is unavailable (%s)", name, exc)
             dm = copy.deepcopy(job.writer.obj)  # what we last wrote, with the progress we have seen since
             dm.setdefault("status", {})["commandStatus"] = copy.deepcopy(job.cmd_status)
             return dm
         except KubeError as exc:
-            raise WireError(500, str(exc)) from None
+            raise Internal(str(exc)) from None
 
     def active(self) -> List[str]:
-        return sorted(self._jobs)
+        return sorted(self._running)
 
     async def cancel(self, name: str) -> bool:
-        job = self._jobs.get(name)
+        job = self._job(name)
         if job is None:
             return name in self._completed
         log.info("%s: cancelling", name)
@@ -401,6 +417,14 @@ class NnfDriver(Driver):
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(job.finished.wait(), self.settings.cancel_wait)
         return True
+
+
+@dataclasses.dataclass
+class _Running:
+    """A running request: its job (state, process, writer) and the task that drives it to its end."""
+
+    job: CopyJob
+    task: Optional[asyncio.Task[None]] = None
 
 
 def request_state(dm: Dict[str, Any]) -> RequestState:
@@ -515,7 +539,7 @@ async def create_nnf_driver(*, workflow_name: str, workflow_namespace: str, node
             raise NnfStartupError("Failed to retrieve my own NnfNode %s/nnf-nlc: %s" % (node_name, exc)) from None
         driver = NnfDriver(kube, kinds, workflow_name=workflow_name, workflow_namespace=workflow_namespace,
                            node_name=node_name, settings=settings)
-        await driver.start()
+        await driver.recover()
         loop = asyncio.get_running_loop()
         driver.reads.start()
         if not await loop.run_in_executor(None, driver.reads.wait_synced, settings.cache_sync_wait):

@@ -20,6 +20,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Dict, Optional, Union
 
+from copy_offload.client import wire
 from copy_offload.server.nnf.kube import Kube, KubeConflict, KubeError, KubeNotFound, Res
 from copy_offload.server.nnf.prepare import exit_text
 from copy_offload.server.nnf.process import Child, Processes
@@ -177,7 +178,7 @@ class CopyJob:
 
         def mutate(status: Dict[str, Any]) -> None:
             status["startTime"] = started
-            status["state"] = "Running"
+            status["state"] = wire.RES_RUNNING
             status["commandStatus"] = {"command": command}
 
         if not await self.writer.write(mutate):
@@ -285,26 +286,26 @@ class CopyJob:
 
     def _final_status(self) -> Dict[str, Any]:
         output = self.output.text(final=True)
-        status: Dict[str, Any] = {"endTime": micro_time(now()), "state": "Finished", "commandStatus": copy.deepcopy(self.cmd_status)}
+        status: Dict[str, Any] = {"endTime": micro_time(now()), "state": wire.RES_FINISHED, "commandStatus": copy.deepcopy(self.cmd_status)}
         returncode = None if self.process is None else self.process.returncode
         if self.cancelled and (returncode != 0 or self.process is None):
-            status["status"] = "Cancelled"
+            status["status"] = wire.RES_CANCELLED
             log.info("%s: cancelled; output: %s", self.name, output)
         elif isinstance(self.process, Survivor) and returncode is None:
-            status["status"] = "Failed"
+            status["status"] = wire.RES_FAILED
             status["message"] = UNKNOWN_RESULT
             status["error"] = {"userMessage": UNKNOWN_RESULT, "debugMessage": UNKNOWN_RESULT, "type": "Internal", "severity": "Fatal"}
             log.warning("%s: %s", self.name, UNKNOWN_RESULT)
         elif self.spawn_error is not None or returncode != 0:
             reason = self.spawn_error or exit_text(returncode)
             explained = explain_output(output)
-            status["status"] = "Failed"
+            status["status"] = wire.RES_FAILED
             status["message"] = "%s: %s" % (reason, explained)
             status["error"] = {"userMessage": "data movement operation failed: %s" % explained, "debugMessage": reason,
                                "type": "Internal", "severity": "Fatal"}
             log.error("%s: data movement failed (%s); output: %s", self.name, reason, output)
         else:
-            status["status"] = "Success"
+            status["status"] = wire.RES_SUCCESS
             if self.interval:  # progress is collected: a short copy's dcp prints no (NN%) line at all
                 status["commandStatus"]["progress"] = 100
                 for key, value in self._summary.items():  # nor, then, statistics after one

@@ -1,4 +1,6 @@
-"""The nnf driver's Kubernetes boundary: a few verbs, our own errors, retries, and no blocking.
+"""The nnf driver's Kubernetes verbs: async, retried, and never blocking the loop.
+
+The errors and the configuration loader are the server's one layer (``copy_offload.server.kube``).
 
 The synchronous ``kubernetes`` client runs in a small thread pool of its own, so a slow API
 server never stalls the event loop, and Kubernetes exceptions stop here: callers see
@@ -15,47 +17,26 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import json
 import logging
 import random
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Union
 
+from copy_offload.server.kube import (  # the server's one error family, re-exported for the driver
+    KubeAlreadyExists,
+    KubeConflict,
+    KubeError,
+    KubeNotFound,
+    KubeUnavailable,
+    map_api_exception,
+    warm_pool,
+)
+
+__all__ = ["Kube", "KubeSettings", "Res", "KubeError", "KubeNotFound", "KubeConflict", "KubeAlreadyExists",
+           "KubeUnavailable"]
+
 log = logging.getLogger("copy_offload.server.nnf")
-
-TRANSIENT_CODES = frozenset({429, 500, 502, 503, 504})
-
-
-class KubeError(Exception):
-    """A Kubernetes API failure; ``status`` is the HTTP code (None: no answer)."""
-
-    transient = False
-
-    def __init__(self, message: str, status: Optional[int] = None, reason: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.reason = reason
-
-
-class KubeNotFound(KubeError):
-    pass
-
-
-class KubeConflict(KubeError):
-    """409 Conflict: a write with a stale resourceVersion."""
-
-
-class KubeAlreadyExists(KubeError):
-    """409 AlreadyExists: a create whose name is taken."""
-
-
-class KubeUnavailable(KubeError):
-    """No usable answer (connection refused/reset, timeout, 5xx, 429) after the retries."""
-
-    transient = True
-
 
 @dataclass
 class KubeSettings:
@@ -108,49 +89,6 @@ class _RateLimiter:
                 self.tokens = 1.0
                 self.stamp = time.monotonic()
             self.tokens -= 1.0
-
-
-def _status_message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
-    if isinstance(body, str) and body:
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            doc = None
-        if isinstance(doc, dict) and doc.get("message"):
-            return str(doc["message"])
-    status = getattr(exc, "status", None)
-    reason = getattr(exc, "reason", None) or ""
-    return ("%s %s" % (status, reason)).strip() if status else str(exc)
-
-
-def _reason(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, (str, bytes)) and body:
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            return ""
-        if isinstance(doc, dict):
-            return str(doc.get("reason") or "")
-    return ""
-
-
-def map_api_exception(exc: Any) -> KubeError:
-    """A ``kubernetes`` ApiException as one of ours."""
-    status = getattr(exc, "status", None) or None
-    message = _status_message(exc)
-    reason = _reason(exc)
-    if status == 404:
-        return KubeNotFound(message, status, reason)
-    if status == 409:
-        cls = KubeAlreadyExists if reason == "AlreadyExists" else KubeConflict
-        return cls(message, status, reason)
-    if status is None or status in TRANSIENT_CODES:
-        return KubeUnavailable(message, status, reason)
-    return KubeError(message, status, reason)
 
 
 class Kube:
@@ -243,7 +181,7 @@ class Kube:
 
     def warm(self) -> None:
         """Start the worker threads now, not during the first burst of requests."""
-        _warm(self._pool, self.settings.threads)
+        warm_pool(self._pool, self.settings.threads)
 
     async def create(self, res: Res, namespace: str, body: Dict[str, Any]) -> Dict[str, Any]:
         """Create; retried on transient errors only when ``body`` names the object."""
@@ -266,16 +204,6 @@ class Kube:
         except KubeNotFound:
             return False
         return True
-
-
-def _warm(pool: concurrent.futures.ThreadPoolExecutor, threads: int) -> None:
-    """Make ``pool`` start all ``threads`` workers (each new submit starts one while none is idle)."""
-    import threading
-
-    gate = threading.Event()
-    futures = [pool.submit(gate.wait, 5) for _ in range(threads)]
-    gate.set()
-    concurrent.futures.wait(futures)
 
 
 def _describe(exc: BaseException) -> str:

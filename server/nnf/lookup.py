@@ -1,7 +1,7 @@
 """The submit path of the reference server: from a copy request to an NnfDataMovement and its hosts.
 
 Each step reads Kubernetes through ``Kube`` and fails with the reference's error text as
-``WireError(500, text)`` (the HTTP body a client sees). The order of the checks is the
+``Internal(text)`` (the server answers it as a 500 with that body). The order of the checks is the
 reference's, so the first problem reported is the same one nnf-dm's server would report.
 """
 
@@ -13,7 +13,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from copy_offload.client.wire import CopyRequest, WireError
+from copy_offload.client.wire import CopyRequest
+from copy_offload.server.drivers.errors import Internal
 from copy_offload.server.nnf.command import read_prebuilt_hosts
 from copy_offload.server.nnf.kube import Kube, KubeError, KubeNotFound, Res
 
@@ -81,8 +82,8 @@ class Kinds:
         )
 
 
-def fail(text: str) -> WireError:
-    return WireError(500, text)
+def fail(text: str) -> Internal:
+    return Internal(text)
 
 
 def profile_data(profile: Dict[str, Any]) -> Dict[str, Any]:

@@ -30,7 +30,7 @@ import shlex
 import signal
 from typing import Any, Dict, List, Optional, Tuple
 
-from copy_offload.client.wire import WireError
+from copy_offload.server.drivers.errors import Internal
 from copy_offload.server.nnf.command import build_stat_or_mkdir_command
 from copy_offload.server.nnf.kube import Kube, KubeNotFound
 from copy_offload.server.nnf.lookup import Kinds, clean, dest_base
@@ -356,5 +356,5 @@ class DestinationPreparer:
             raise CommandError("data movement mkdir failed ('%s'): %s output: %s" % (cmd, exc, exc.stdout)) from None
 
 
-def _internal(context: str, exc: Exception) -> WireError:
-    return WireError(500, "internal error: %s: %s" % (context, exc))
+def _internal(context: str, exc: Exception) -> Internal:
+    return Internal("internal error: %s: %s" % (context, exc))

@@ -85,10 +85,10 @@ class Processes:
 
     def warm(self) -> None:
         """Start the worker threads now, not during the first burst of requests."""
-        from copy_offload.server.nnf.kube import _warm
+        from copy_offload.server.kube import warm_pool
 
-        _warm(self._spawn, self._threads[0])
-        _warm(self._run, self._threads[1])
+        warm_pool(self._spawn, self._threads[0])
+        warm_pool(self._run, self._threads[1])
 
     def close(self) -> None:
         self._spawn.shutdown(wait=False)

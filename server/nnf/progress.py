@@ -54,14 +54,6 @@ def parse_stats(line: str, into: Dict[str, Any]) -> None:
             return
 
 
-def trim_dcp_output(output: str) -> str:
-    """The reference's ``TrimDcpProgressFromOutput`` on a whole output (used by tests)."""
-    log = OutputLog(max_chars=len(output) * 2 + 2)
-    log.feed(output)
-    log.flush()
-    return log.text(final=True)
-
-
 class OutputLog:
     """The combined output of a command, trimmed as it arrives.
 
