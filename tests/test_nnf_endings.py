@@ -168,12 +168,12 @@ def test_nnf_server_refuses_shutdown_until_the_end_is_recorded(world, server_fac
         resource = world.dm(name)["status"]
         kube.clear_faults()
         recovered = time.monotonic()
-        while world.dm(name)["status"].get("state") != "Finished":
+        # Recorded, then forgotten: the write lands in the API before the server drops the request.
+        while world.dm(name)["status"].get("state") != "Finished" or client.list():
             assert time.monotonic() - recovered < 30, "the end was not recorded within 30 s of the recovery"
             time.sleep(0.1)
         took = time.monotonic() - recovered
         after = client.status(name, 0)
-        assert client.list() == []
     assert during.done and during.status == "success" and during.progress == 100
     assert resource["state"] == "Running" and "endTime" not in resource
     assert listed == [name] and "unable to shutdown server: requests in progress" in str(refused.value)
