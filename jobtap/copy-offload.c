@@ -65,12 +65,13 @@
  * Ownership: allocated in run_cb with one reference, which the job's aux
  * list owns (prep_release is its destructor: the job-manager calls it when
  * the job is destroyed, or when this plugin is removed).  Every callback that
- * may make the job end while it runs (prepare_cb, retry_cb) holds a second
- * reference for its duration, so the struct outlives any job-ending call it
- * makes.  Once 'attached' is false the job is gone: touch nothing of the job.
- * The future 'f' and the timer 'retry' are owned by the struct and destroyed
- * with it (or earlier, when the prolog finishes); their callbacks never run
- * after that.  'dw' holds a reference on the jobspec's dw value.
+ * may make the job end while it runs (prepare_cb, timer_cb) holds
+ * a second reference for its duration, so the struct outlives any job-ending
+ * call it makes.  Once 'attached' is false the job is gone: touch nothing of
+ * the job.  The future 'f' and the timers 'retry' and 'expiry' are owned by
+ * the struct and destroyed with it (or earlier, when the prolog finishes);
+ * their callbacks never run after that.  'dw' holds a reference on the
+ * jobspec's dw value.
  */
 struct prep {
     int refcount;
@@ -81,9 +82,11 @@ struct prep {
     json_t *dw;
     flux_future_t *f;
     flux_watcher_t *retry;  /* re-sends after the service went away */
+    flux_watcher_t *expiry; /* fires at 'deadline' (see send_prepare) */
     double deadline;        /* reactor time when the job's timeout runs out */
     int retries;
     bool served;    /* a service held the request once (and went away) */
+    bool away;      /* waiting to re-send: the service went away */
     bool asks;      /* requires=copy-offload */
     bool active;    /* prolog started and not finished */
 };
@@ -187,6 +190,7 @@ static void prep_decref (struct prep *prep)
     if (prep && --prep->refcount == 0) {
         int saved_errno = errno;
         flux_watcher_destroy (prep->retry);
+        flux_watcher_destroy (prep->expiry);
         flux_future_destroy (prep->f);
         json_decref (prep->dw);
         free (prep);
@@ -217,7 +221,13 @@ static bool prolog_stop (struct prep *prep)
     prep->active = false;
     flux_watcher_destroy (prep->retry);
     prep->retry = NULL;
-    flux_future_destroy (prep->f);  /* a late reply is of no use */
+    flux_watcher_destroy (prep->expiry);
+    prep->expiry = NULL;
+    /* A late reply is of no use.  Unless a reply fulfilled it, the future
+     * goes unfulfilled, so its matchtag stays reserved until the service's
+     * late answer arrives (see send_prepare).
+     */
+    flux_future_destroy (prep->f);
     prep->f = NULL;
     return true;
 }
@@ -287,8 +297,22 @@ static bool all_strings (json_t *o)
 }
 
 static void prepare_cb (flux_future_t *f, void *arg);
+static void timer_cb (flux_reactor_t *r, flux_watcher_t *w, int revents,
+                      void *arg);
 
-/* Send copy-offload.prepare, waiting at most until the job's deadline. */
+/* Send copy-offload.prepare.  The future gets no timeout of its own: when
+ * flux_future_then()'s timer fires, flux-core fulfills the future with
+ * ETIMEDOUT, and destroying it then returns its matchtag to the job-manager
+ * handle's pool although the service still holds the request.  The service's
+ * answer, which comes later (at the latest when the job becomes inactive and
+ * copy-offload.forget makes it answer ECANCELED), then goes to whichever RPC
+ * of the job-manager got that matchtag next: a KVS commit of an eventlog (the
+ * job-manager exits: "commit_continuation: eventlog update failed") or another
+ * job's prepare (that job would get this job's variables).  The job's deadline
+ * is the 'expiry' timer instead: a future destroyed before any reply keeps
+ * its matchtag until the late answer arrives (flux_rpc(3), "premature
+ * destruction").
+ */
 static int send_prepare (struct prep *prep)
 {
     flux_t *h = flux_jobtap_get_flux (prep->p);
@@ -308,30 +332,15 @@ static int send_prepare (struct prep *prep)
                              "userid", prep->userid,
                              "dw", prep->dw)))
         return -1;
-    if (flux_future_then (f, left, prepare_cb, prep) < 0)
+    if (flux_future_then (f, -1., prepare_cb, prep) < 0)
         goto error;
-    flux_future_destroy (prep->f);
+    flux_future_destroy (prep->f);  /* fulfilled by a reply (a retry) or NULL */
     prep->f = f;  /* owned by prep from here: destroyed by prolog_stop or prep_decref */
+    prep->away = false;
     return 0;
 error:
     flux_future_destroy (f);
     return -1;
-}
-
-static void retry_cb (flux_reactor_t *r,
-                      flux_watcher_t *w,
-                      int revents,
-                      void *arg)
-{
-    struct prep *prep = prep_incref (arg);  /* prepare_failed may end the job */
-    char what[256];
-
-    if (prep->active && send_prepare (prep) < 0) {
-        snprintf (what, sizeof (what), "cannot re-send copy-offload.prepare: "
-                  "%s", strerror (errno));
-        prepare_failed (prep, what);
-    }
-    prep_decref (prep);
 }
 
 /* The service went away while it held the request (EHOSTUNREACH), or has
@@ -352,18 +361,48 @@ static bool retry_later (struct prep *prep, int errnum)
     /* The timer is owned by prep (destroyed by prolog_stop or prep_decref). */
     if (!prep->retry
         && !(prep->retry = flux_timer_watcher_create (r, RETRY_DELAY, 0.,
-                                                      retry_cb, prep))) {
+                                                      timer_cb, prep))) {
         flux_log_error (h, "copy-offload: creating a retry timer");
         return false;
     }
     flux_timer_watcher_reset (prep->retry, RETRY_DELAY, 0.);
     flux_watcher_start (prep->retry);
+    prep->away = true;
     prep->retries++;
     flux_log (h, LOG_INFO, "copy-offload: job %ju: the copy-offload service "
               "went away (%s); re-sending copy-offload.prepare in %gs "
               "(retry %d)", (uintmax_t)prep->id, flux_strerror (errnum),
               RETRY_DELAY, prep->retries);
     return true;
+}
+
+/* Say in 'what' why the prepare of 'prep' failed with 'errnum'; 'errstr' is
+ * the service's text, if its reply carried one.
+ */
+static void describe_failure (struct prep *prep, int errnum, const char *errstr,
+                              char *what, size_t size)
+{
+    if (prep->served && (errnum == EHOSTUNREACH || errnum == ENOSYS))
+        snprintf (what, size,
+                  "the copy-offload service went away and was not back "
+                  "within %gs; check 'flux module list' (or "
+                  "flux-copy-offload.service), 'flux copy-offload "
+                  "status' and 'flux dmesg'", rpc_timeout);
+    else if (errnum == ENOSYS)
+        snprintf (what, size,
+                  "the copy-offload service is not running; load it "
+                  "with 'flux module load .../copy-offload.py' or start "
+                  "flux-copy-offload.service, then check 'flux dmesg'");
+    else if (errstr)
+        snprintf (what, size, "%s", errstr);
+    else if (errnum == ETIMEDOUT)
+        snprintf (what, size,
+                  "no answer from the copy-offload service within %gs; "
+                  "check 'flux copy-offload status' and 'flux dmesg'",
+                  rpc_timeout);
+    else
+        snprintf (what, size, PREPARE_TOPIC " failed: %s",
+                  flux_strerror (errnum));
 }
 
 static void prepare_reply (struct prep *prep, flux_future_t *f)
@@ -374,35 +413,16 @@ static void prepare_reply (struct prep *prep, flux_future_t *f)
     if (!prep->active)
         return; /* the job got a fatal exception meanwhile */
     if (flux_rpc_get_unpack (f, "{s:o}", VARIABLES_KEY, &variables) < 0) {
-        /* A reply carries the service's text; our own timeout carries none
-         * (flux_future_error_string() then falls back to strerror).
+        /* A reply's text, unless flux_future_error_string() fell back to
+         * strerror (a reply without one).
          */
         int errnum = errno;
         const char *errstr = flux_future_error_string (f);
         bool has_text = errstr && strcmp (errstr, flux_strerror (errnum));
         if (retry_later (prep, errnum))
             return;
-        if (prep->served && (errnum == EHOSTUNREACH || errnum == ENOSYS))
-            snprintf (what, sizeof (what),
-                      "the copy-offload service went away and was not back "
-                      "within %gs; check 'flux module list' (or "
-                      "flux-copy-offload.service), 'flux copy-offload "
-                      "status' and 'flux dmesg'", rpc_timeout);
-        else if (errnum == ENOSYS)
-            snprintf (what, sizeof (what),
-                      "the copy-offload service is not running; load it "
-                      "with 'flux module load .../copy-offload.py' or start "
-                      "flux-copy-offload.service, then check 'flux dmesg'");
-        else if (has_text)
-            snprintf (what, sizeof (what), "%s", errstr);
-        else if (errnum == ETIMEDOUT)
-            snprintf (what, sizeof (what),
-                      "no answer from the copy-offload service within %gs; "
-                      "check 'flux copy-offload status' and 'flux dmesg'",
-                      rpc_timeout);
-        else
-            snprintf (what, sizeof (what), PREPARE_TOPIC " failed: %s",
-                      flux_strerror (errnum));
+        describe_failure (prep, errnum, has_text ? errstr : NULL, what,
+                          sizeof (what));
         prepare_failed (prep, what);
         return;
     }
@@ -421,14 +441,39 @@ static void prepare_reply (struct prep *prep, flux_future_t *f)
     prolog_done (prep, 0);  /* a no-op if the post ended the job */
 }
 
-/* The reply (or our timeout).  Any step may end the job, which runs
- * prep_release: hold a reference until prepare_reply is done with 'prep'.
+/* The service's reply.  Any step may end the job, which runs prep_release:
+ * hold a reference until prepare_reply is done with 'prep'.
  */
 static void prepare_cb (flux_future_t *f, void *arg)
 {
     struct prep *prep = prep_incref (arg);
 
     prepare_reply (prep, f);
+    prep_decref (prep);
+}
+
+/* prep's timers: 'retry' (re-send after the service went away) and 'expiry'
+ * (the job's timeout ran out with no usable answer; the request, if one is
+ * out, is abandoned unanswered: prolog_stop destroys its future).
+ */
+static void timer_cb (flux_reactor_t *r,
+                      flux_watcher_t *w,
+                      int revents,
+                      void *arg)
+{
+    struct prep *prep = prep_incref (arg);  /* prepare_failed may end the job */
+    char what[512];
+
+    if (prep->active && w == prep->expiry) {
+        describe_failure (prep, prep->away ? EHOSTUNREACH : ETIMEDOUT, NULL,
+                          what, sizeof (what));
+        prepare_failed (prep, what);
+    }
+    else if (prep->active && send_prepare (prep) < 0) {
+        snprintf (what, sizeof (what), "cannot re-send copy-offload.prepare: "
+                  "%s", strerror (errno));
+        prepare_failed (prep, what);
+    }
     prep_decref (prep);
 }
 
@@ -477,6 +522,12 @@ static int run_cb (flux_plugin_t *p,
         goto error;
     }
     prep->attached = true;
+    /* The timer is owned by prep (destroyed by prolog_stop or prep_decref). */
+    if (!(prep->expiry = flux_timer_watcher_create (flux_get_reactor (h),
+                                                    rpc_timeout, 0.,
+                                                    timer_cb, prep)))
+        goto error;
+    flux_watcher_start (prep->expiry);
     if (flux_jobtap_job_subscribe (p, FLUX_JOBTAP_CURRENT_JOB) < 0
         || flux_jobtap_prolog_start (p, PROLOG_NAME) < 0)
         goto error;
