@@ -21,6 +21,13 @@
  *    failed and what to check.  Any other dw job proceeds with no variables
  *    (a warning goes to the broker log): it asked for nothing this plugin
  *    provides.
+ *  - The job's timeout is a timer of its own, never a timeout on the RPC
+ *    future: a request given up on stays unanswered as far as flux-core is
+ *    concerned, so the service's late answer is dropped instead of being
+ *    taken for another RPC of the job-manager (see send_prepare).
+ *  - 'flux jobtap remove copy-offload.so' while jobs wait in its prolog ends
+ *    those prologs as a failure would (see waiting_list_destroy): no job is
+ *    left stuck in RUN with an active prolog.
  *  - job.state.inactive: tell the service to forget the job (and its token).
  *  The variables are never logged; they travel only in the job eventlog, which
  *  only the job owner and the instance owner can read.
@@ -52,6 +59,7 @@
 #define ENV_EVENT "copy-offload-env"
 #define EXCEPTION_TYPE "copy-offload"
 #define PREP_AUX "copy-offload::prep"
+#define WAITING_AUX "copy-offload::waiting"
 #define DEFAULT_TIMEOUT 1860.
 #define RETRY_DELAY 1.
 /* The Flux vocabulary: flux_plugin/vocabulary.py holds the same words (a test compares). */
@@ -59,6 +67,28 @@
 #define FORGET_TOPIC "copy-offload.forget"
 #define VARIABLES_KEY "variables"
 #define DIRECTIVE_WORD "copy-offload"
+
+/* A job whose copy-offload prolog is active, in the plugin's waiting list.
+ *
+ * Ownership: allocated in run_cb as the prolog starts and linked into the
+ * list, which owns it; prolog_stop unlinks and frees it.  When the job's aux
+ * data goes while the prolog is active (prep_release: the plugin is being
+ * removed, or the job-manager is shutting down), the entry stays in the list
+ * alone, and the list's destructor deals with it.
+ */
+struct waiting {
+    flux_jobid_t id;
+    bool asks;
+    struct waiting *prev, *next;
+};
+
+/* The plugin's waiting list.  Ownership: the plugin's aux data
+ * (waiting_list_destroy is its destructor, run when the plugin is destroyed).
+ */
+struct waiting_list {
+    flux_plugin_t *p;
+    struct waiting *head;
+};
 
 /* One dw job's copy-offload prolog.
  *
@@ -71,7 +101,8 @@
  * the job.  The future 'f' and the timers 'retry' and 'expiry' are owned by
  * the struct and destroyed with it (or earlier, when the prolog finishes);
  * their callbacks never run after that.  'dw' holds a reference on the
- * jobspec's dw value.
+ * jobspec's dw value.  'waiting' is the job's entry in the waiting list while
+ * the prolog is active (owned by the list, see struct waiting).
  */
 struct prep {
     int refcount;
@@ -81,6 +112,8 @@ struct prep {
     int userid;
     json_t *dw;
     flux_future_t *f;
+    struct waiting_list *list;
+    struct waiting *waiting;
     flux_watcher_t *retry;  /* re-sends after the service went away */
     flux_watcher_t *expiry; /* fires at 'deadline' (see send_prepare) */
     double deadline;        /* reactor time when the job's timeout runs out */
@@ -207,7 +240,37 @@ static void prep_release (void *arg)
     if (prep) {
         prep->attached = false;
         prep->active = false;
+        prep->waiting = NULL;  /* an active prolog's entry stays in the list */
         prep_decref (prep);
+    }
+}
+
+static struct waiting *waiting_add (struct waiting_list *list,
+                                    flux_jobid_t id, bool asks)
+{
+    struct waiting *w;
+
+    if (!(w = calloc (1, sizeof (*w))))
+        return NULL;
+    w->id = id;
+    w->asks = asks;
+    w->next = list->head;
+    if (list->head)
+        list->head->prev = w;
+    list->head = w;
+    return w;
+}
+
+static void waiting_remove (struct waiting_list *list, struct waiting *w)
+{
+    if (w) {
+        if (w->prev)
+            w->prev->next = w->next;
+        else
+            list->head = w->next;
+        if (w->next)
+            w->next->prev = w->prev;
+        free (w);
     }
 }
 
@@ -219,6 +282,8 @@ static bool prolog_stop (struct prep *prep)
     if (!prep->active || !prep->attached)
         return false;
     prep->active = false;
+    waiting_remove (prep->list, prep->waiting);
+    prep->waiting = NULL;
     flux_watcher_destroy (prep->retry);
     prep->retry = NULL;
     flux_watcher_destroy (prep->expiry);
@@ -250,22 +315,20 @@ static void prolog_done (struct prep *prep, int status)
         prolog_finish (prep->p, prep->id, status);  /* last use of the job */
 }
 
-/* The service could not give the job its variables: a job that asked for
- * copy-offload ends with an exception; any other dw job proceeds.
+/* End the copy-offload prolog of job 'id' after a failure ('what'): a job
+ * that asked for copy-offload gets a fatal exception; any other dw job
+ * proceeds without variables (it asked for nothing this plugin provides).
+ * The caller has stopped the wait first (prolog_stop), so exception_cb, run
+ * inside the raise, does not finish the prolog too; the job cannot end while
+ * the prolog is active, so it is still there for prolog_finish, which may end
+ * it.  Takes plain values: callers touch no job state after it.
  */
-static void prepare_failed (struct prep *prep, const char *what)
+static void fail_prolog (flux_plugin_t *p, flux_jobid_t id, bool asks,
+                         const char *what)
 {
-    flux_plugin_t *p = prep->p;
-    flux_jobid_t id = prep->id;
     flux_t *h = flux_jobtap_get_flux (p);
 
-    if (prep->asks) {
-        /* Stop first, so exception_cb (run inside the raise) does not
-         * finish the prolog: the job cannot end while the prolog is active,
-         * and so it is still there for prolog_finish, which may end it.
-         */
-        if (!prolog_stop (prep))
-            return;
+    if (asks) {
         if (flux_jobtap_raise_exception (p, id, EXCEPTION_TYPE, 0,
                                          "copy-offload: %s", what) < 0)
             flux_log_error (h, "copy-offload: raising an exception on job %ju",
@@ -279,7 +342,49 @@ static void prepare_failed (struct prep *prep, const char *what)
                                      VARIABLES_KEY) < 0)
         flux_log_error (h, "copy-offload: posting %s to job %ju",
                         ENV_EVENT, (uintmax_t)id);
-    prolog_done (prep, 0);  /* a no-op if the post ended the job */
+    prolog_finish (p, id, 0);
+}
+
+/* The service could not give the job its variables. */
+static void prepare_failed (struct prep *prep, const char *what)
+{
+    if (prolog_stop (prep))
+        fail_prolog (prep->p, prep->id, prep->asks, what);
+}
+
+/* The plugin is being destroyed: 'flux jobtap remove' (or a config reload
+ * that removes it), or the job-manager's shutdown.  By now flux-core has
+ * destroyed the jobs' aux data of this plugin (so no prep remains) and taken
+ * the plugin off its list (so none of our callbacks runs again); the jobs
+ * themselves are intact.  A job still listed would keep an active prolog that
+ * nobody finishes, stuck in RUN forever: end each as a failure would.  At
+ * shutdown the job-manager has destroyed every job before its plugins, so
+ * the lookup finds none and nothing is touched.
+ */
+static void waiting_list_destroy (void *arg)
+{
+    struct waiting_list *list = arg;
+    struct waiting *w;
+    flux_plugin_arg_t *job;
+
+    while ((w = list->head)) {
+        list->head = w->next;
+        if ((job = flux_jobtap_job_lookup (list->p, w->id))) {
+            flux_plugin_arg_destroy (job);
+            /* No event of the job may reach this plugin again (flux-core
+             * drops the subscriptions with the plugin's aux data too, but
+             * in an order this must not rely on).
+             */
+            flux_jobtap_job_unsubscribe (list->p, w->id);
+            fail_prolog (list->p, w->id, w->asks, "the copy-offload jobtap "
+                         "plugin was removed ('flux jobtap remove') while "
+                         "the job waited for its variables; load it again "
+                         "('flux jobtap load .../copy-offload.so') and "
+                         "resubmit the job");
+        }
+        free (w);
+    }
+    free (list);
 }
 
 static bool all_strings (json_t *o)
@@ -531,6 +636,12 @@ static int run_cb (flux_plugin_t *p,
     if (flux_jobtap_job_subscribe (p, FLUX_JOBTAP_CURRENT_JOB) < 0
         || flux_jobtap_prolog_start (p, PROLOG_NAME) < 0)
         goto error;
+    prep->list = flux_plugin_aux_get (p, WAITING_AUX);
+    if (!(prep->waiting = waiting_add (prep->list, id, prep->asks))) {
+        prep->active = true;
+        prepare_failed (prep, "out of memory");
+        return 0;
+    }
     prep->active = true;
     if (send_prepare (prep) < 0)
         prepare_failed (prep, "cannot send copy-offload.prepare");
@@ -620,6 +731,7 @@ int flux_plugin_init (flux_plugin_t *p)
 {
     flux_t *h = flux_jobtap_get_flux (p);
     double timeout = DEFAULT_TIMEOUT;
+    struct waiting_list *list;
 
     if (flux_plugin_get_conf (p)
         && flux_plugin_conf_unpack (p, "{s?F !}", "timeout", &timeout) < 0) {
@@ -635,6 +747,13 @@ int flux_plugin_init (flux_plugin_t *p)
         return -1;
     }
     rpc_timeout = timeout;
+    if (!(list = calloc (1, sizeof (*list))))
+        return -1;
+    list->p = p;
+    if (flux_plugin_aux_set (p, WAITING_AUX, list, waiting_list_destroy) < 0) {
+        free (list);
+        return -1;
+    }
     return flux_plugin_register (p, PLUGIN_NAME, tab);
 }
 
