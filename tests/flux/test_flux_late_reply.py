@@ -78,3 +78,30 @@ def test_late_answer_to_an_abandoned_request_reaches_no_other_job(instance, kube
     assert "job-manager" in instance.flux("module", "list").stdout
     assert instance.flux("jobtap", "query", "copy-offload.so").returncode == 0
     assert "runtime failure" not in instance.broker_log()
+
+
+# flux-core's side of the contract the plugin builds on, checked with flux-core alone: an RPC
+# future destroyed before any reply keeps its matchtag reserved until the late reply arrives
+# (flux_rpc(3), "premature destruction"), so that reply reaches no other RPC. (A future
+# fulfilled by flux_future_then()'s own timeout gives its matchtag back at once: docs/flux.md.)
+ABANDONED_RPC = """
+import gc, flux
+from flux.core.inner import raw
+service, client = flux.Flux(), flux.Flux()
+service.service_register("late-reply-check").get()
+first = client.rpc("late-reply-check.hold", {"n": 1})
+first_tag = raw.flux_rpc_get_matchtag(first.pimpl.handle)
+del first
+gc.collect()
+held = service.recv(type_mask=raw.FLUX_MSGTYPE_REQUEST)
+second = client.rpc("late-reply-check.hold", {"n": 2})
+second_tag = raw.flux_rpc_get_matchtag(second.pimpl.handle)
+service.respond(held, {"answer-to": 1})
+service.respond(service.recv(type_mask=raw.FLUX_MSGTYPE_REQUEST), {"answer-to": 2})
+print(first_tag, second_tag, second.get()["answer-to"])
+"""
+
+
+def test_flux_core_keeps_an_abandoned_rpcs_matchtag_until_its_reply(instance):
+    first_tag, second_tag, answer = instance.flux("python", "-c", ABANDONED_RPC).stdout.split()
+    assert first_tag != second_tag and answer == "2"
