@@ -452,22 +452,17 @@ static bool wants_local_server (const struct job *job)
     return yes;
 }
 
-static int init_cb (flux_plugin_t *p,
-                    const char *topic,
-                    flux_plugin_arg_t *args,
-                    void *data)
+/* shell.init: set the job's variables from the eventlog (a dw job) and
+ * start its per-job server (-o copy-offload.local-server).  A failure fails
+ * the job.
+ */
+static int job_init (flux_shell_t *shell, const struct job *job)
 {
-    flux_shell_t *shell = flux_plugin_get_shell (p);
-    struct job job;
     double timeout = DEFAULT_TIMEOUT;
     flux_t *h;
     int rc = 0;
 
-    if (job_facts (shell, &job) < 0) {
-        free (job.options);
-        return -1;
-    }
-    if (job.dw) {
+    if (job->dw) {
         if (flux_shell_getopt_unpack (shell, SHELL_OPTION, "{s?F}",
                                       "timeout", &timeout) < 0
             || timeout <= 0.) {
@@ -480,38 +475,49 @@ static int init_cb (flux_plugin_t *p,
             rc = -1;
         }
         else
-            rc = read_env_event (shell, h, (flux_jobid_t)job.id, timeout);
+            rc = read_env_event (shell, h, (flux_jobid_t)job->id, timeout);
     }
-    if (rc == 0 && wants_local_server (&job))
-        rc = run_helper_now (shell, "start", &job);
-    free (job.options);
+    if (rc == 0 && wants_local_server (job))
+        rc = run_helper_now (shell, "start", job);
     return rc;
 }
 
-static int finish_cb (flux_plugin_t *p,
-                      const char *topic,
-                      flux_plugin_arg_t *args,
-                      void *data)
+/* shell.finish: drain the job's copy-offload server.  Nothing to drain
+ * without a server address (a dw job whose Workflow gave none, e.g. one that
+ * did not ask for copy offload).  Never fails the job.
+ */
+static int job_finish (flux_shell_t *shell, const struct job *job)
 {
+    if ((job->dw || wants_local_server (job))
+        && flux_shell_getenv (shell, "NNF_CONTAINER_PORTS"))
+        (void)run_helper_later (shell, "finish", job);
+    return 0;
+}
+
+/* Both callbacks: read the job's facts (which own 'options'), act, free. */
+static int shell_cb (flux_plugin_t *p,
+                     const char *topic,
+                     flux_plugin_arg_t *args,
+                     void *data)
+{
+    bool init = !strcmp (topic, "shell.init");
     flux_shell_t *shell = flux_plugin_get_shell (p);
     struct job job;
+    int rc;
 
-    /* Nothing to drain without a server address (a dw job whose Workflow
-     * gave none, e.g. one that did not ask for copy offload).
-     */
-    if (job_facts (shell, &job) == 0
-        && (job.dw || wants_local_server (&job))
-        && flux_shell_getenv (shell, "NNF_CONTAINER_PORTS"))
-        (void)run_helper_later (shell, "finish", &job);
+    if (job_facts (shell, &job) < 0)
+        rc = init ? -1 : 0;
+    else
+        rc = init ? job_init (shell, &job) : job_finish (shell, &job);
     free (job.options);
-    return 0;
+    return rc;
 }
 
 int flux_plugin_init (flux_plugin_t *p)
 {
     if (flux_plugin_set_name (p, FLUX_SHELL_PLUGIN_NAME) < 0
-        || flux_plugin_add_handler (p, "shell.init", init_cb, NULL) < 0
-        || flux_plugin_add_handler (p, "shell.finish", finish_cb, NULL) < 0)
+        || flux_plugin_add_handler (p, "shell.init", shell_cb, NULL) < 0
+        || flux_plugin_add_handler (p, "shell.finish", shell_cb, NULL) < 0)
         return -1;
     return 0;
 }

@@ -21,6 +21,13 @@
  *    failed and what to check.  Any other dw job proceeds with no variables
  *    (a warning goes to the broker log): it asked for nothing this plugin
  *    provides.
+ *  - The job's timeout is a timer of its own, never a timeout on the RPC
+ *    future: a request given up on stays unanswered as far as flux-core is
+ *    concerned, so the service's late answer is dropped instead of being
+ *    taken for another RPC of the job-manager (see send_prepare).
+ *  - 'flux jobtap remove copy-offload.so' while jobs wait in its prolog ends
+ *    those prologs as a failure would (see waiting_list_destroy): no job is
+ *    left stuck in RUN with an active prolog.
  *  - job.state.inactive: tell the service to forget the job (and its token).
  *  The variables are never logged; they travel only in the job eventlog, which
  *  only the job owner and the instance owner can read.
@@ -52,6 +59,7 @@
 #define ENV_EVENT "copy-offload-env"
 #define EXCEPTION_TYPE "copy-offload"
 #define PREP_AUX "copy-offload::prep"
+#define WAITING_AUX "copy-offload::waiting"
 #define DEFAULT_TIMEOUT 1860.
 #define RETRY_DELAY 1.
 /* The Flux vocabulary: flux_plugin/vocabulary.py holds the same words (a test compares). */
@@ -60,17 +68,41 @@
 #define VARIABLES_KEY "variables"
 #define DIRECTIVE_WORD "copy-offload"
 
+/* A job whose copy-offload prolog is active, in the plugin's waiting list.
+ *
+ * Ownership: allocated in run_cb as the prolog starts and linked into the
+ * list, which owns it; prolog_stop unlinks and frees it.  When the job's aux
+ * data goes while the prolog is active (prep_release: the plugin is being
+ * removed, or the job-manager is shutting down), the entry stays in the list
+ * alone, and the list's destructor deals with it.
+ */
+struct waiting {
+    flux_jobid_t id;
+    bool asks;
+    struct waiting *prev, *next;
+};
+
+/* The plugin's waiting list.  Ownership: the plugin's aux data
+ * (waiting_list_destroy is its destructor, run when the plugin is destroyed).
+ */
+struct waiting_list {
+    flux_plugin_t *p;
+    struct waiting *head;
+};
+
 /* One dw job's copy-offload prolog.
  *
  * Ownership: allocated in run_cb with one reference, which the job's aux
  * list owns (prep_release is its destructor: the job-manager calls it when
  * the job is destroyed, or when this plugin is removed).  Every callback that
- * may make the job end while it runs (prepare_cb, retry_cb) holds a second
- * reference for its duration, so the struct outlives any job-ending call it
- * makes.  Once 'attached' is false the job is gone: touch nothing of the job.
- * The future 'f' and the timer 'retry' are owned by the struct and destroyed
- * with it (or earlier, when the prolog finishes); their callbacks never run
- * after that.  'dw' holds a reference on the jobspec's dw value.
+ * may make the job end while it runs (prepare_cb, timer_cb) holds
+ * a second reference for its duration, so the struct outlives any job-ending
+ * call it makes.  Once 'attached' is false the job is gone: touch nothing of
+ * the job.  The future 'f' and the timers 'retry' and 'expiry' are owned by
+ * the struct and destroyed with it (or earlier, when the prolog finishes);
+ * their callbacks never run after that.  'dw' holds a reference on the
+ * jobspec's dw value.  'waiting' is the job's entry in the waiting list while
+ * the prolog is active (owned by the list, see struct waiting).
  */
 struct prep {
     int refcount;
@@ -80,10 +112,14 @@ struct prep {
     int userid;
     json_t *dw;
     flux_future_t *f;
+    struct waiting_list *list;
+    struct waiting *waiting;
     flux_watcher_t *retry;  /* re-sends after the service went away */
+    flux_watcher_t *expiry; /* fires at 'deadline' (see send_prepare) */
     double deadline;        /* reactor time when the job's timeout runs out */
     int retries;
     bool served;    /* a service held the request once (and went away) */
+    bool away;      /* waiting to re-send: the service went away */
     bool asks;      /* requires=copy-offload */
     bool active;    /* prolog started and not finished */
 };
@@ -187,6 +223,7 @@ static void prep_decref (struct prep *prep)
     if (prep && --prep->refcount == 0) {
         int saved_errno = errno;
         flux_watcher_destroy (prep->retry);
+        flux_watcher_destroy (prep->expiry);
         flux_future_destroy (prep->f);
         json_decref (prep->dw);
         free (prep);
@@ -203,7 +240,37 @@ static void prep_release (void *arg)
     if (prep) {
         prep->attached = false;
         prep->active = false;
+        prep->waiting = NULL;  /* an active prolog's entry stays in the list */
         prep_decref (prep);
+    }
+}
+
+static struct waiting *waiting_add (struct waiting_list *list,
+                                    flux_jobid_t id, bool asks)
+{
+    struct waiting *w;
+
+    if (!(w = calloc (1, sizeof (*w))))
+        return NULL;
+    w->id = id;
+    w->asks = asks;
+    w->next = list->head;
+    if (list->head)
+        list->head->prev = w;
+    list->head = w;
+    return w;
+}
+
+static void waiting_remove (struct waiting_list *list, struct waiting *w)
+{
+    if (w) {
+        if (w->prev)
+            w->prev->next = w->next;
+        else
+            list->head = w->next;
+        if (w->next)
+            w->next->prev = w->prev;
+        free (w);
     }
 }
 
@@ -215,9 +282,17 @@ static bool prolog_stop (struct prep *prep)
     if (!prep->active || !prep->attached)
         return false;
     prep->active = false;
+    waiting_remove (prep->list, prep->waiting);
+    prep->waiting = NULL;
     flux_watcher_destroy (prep->retry);
     prep->retry = NULL;
-    flux_future_destroy (prep->f);  /* a late reply is of no use */
+    flux_watcher_destroy (prep->expiry);
+    prep->expiry = NULL;
+    /* A late reply is of no use.  Unless a reply fulfilled it, the future
+     * goes unfulfilled, so its matchtag stays reserved until the service's
+     * late answer arrives (see send_prepare).
+     */
+    flux_future_destroy (prep->f);
     prep->f = NULL;
     return true;
 }
@@ -240,22 +315,20 @@ static void prolog_done (struct prep *prep, int status)
         prolog_finish (prep->p, prep->id, status);  /* last use of the job */
 }
 
-/* The service could not give the job its variables: a job that asked for
- * copy-offload ends with an exception; any other dw job proceeds.
+/* End the copy-offload prolog of job 'id' after a failure ('what'): a job
+ * that asked for copy-offload gets a fatal exception; any other dw job
+ * proceeds without variables (it asked for nothing this plugin provides).
+ * The caller has stopped the wait first (prolog_stop), so exception_cb, run
+ * inside the raise, does not finish the prolog too; the job cannot end while
+ * the prolog is active, so it is still there for prolog_finish, which may end
+ * it.  Takes plain values: callers touch no job state after it.
  */
-static void prepare_failed (struct prep *prep, const char *what)
+static void fail_prolog (flux_plugin_t *p, flux_jobid_t id, bool asks,
+                         const char *what)
 {
-    flux_plugin_t *p = prep->p;
-    flux_jobid_t id = prep->id;
     flux_t *h = flux_jobtap_get_flux (p);
 
-    if (prep->asks) {
-        /* Stop first, so exception_cb (run inside the raise) does not
-         * finish the prolog: the job cannot end while the prolog is active,
-         * and so it is still there for prolog_finish, which may end it.
-         */
-        if (!prolog_stop (prep))
-            return;
+    if (asks) {
         if (flux_jobtap_raise_exception (p, id, EXCEPTION_TYPE, 0,
                                          "copy-offload: %s", what) < 0)
             flux_log_error (h, "copy-offload: raising an exception on job %ju",
@@ -269,7 +342,49 @@ static void prepare_failed (struct prep *prep, const char *what)
                                      VARIABLES_KEY) < 0)
         flux_log_error (h, "copy-offload: posting %s to job %ju",
                         ENV_EVENT, (uintmax_t)id);
-    prolog_done (prep, 0);  /* a no-op if the post ended the job */
+    prolog_finish (p, id, 0);
+}
+
+/* The service could not give the job its variables. */
+static void prepare_failed (struct prep *prep, const char *what)
+{
+    if (prolog_stop (prep))
+        fail_prolog (prep->p, prep->id, prep->asks, what);
+}
+
+/* The plugin is being destroyed: 'flux jobtap remove' (or a config reload
+ * that removes it), or the job-manager's shutdown.  By now flux-core has
+ * destroyed the jobs' aux data of this plugin (so no prep remains) and taken
+ * the plugin off its list (so none of our callbacks runs again); the jobs
+ * themselves are intact.  A job still listed would keep an active prolog that
+ * nobody finishes, stuck in RUN forever: end each as a failure would.  At
+ * shutdown the job-manager has destroyed every job before its plugins, so
+ * the lookup finds none and nothing is touched.
+ */
+static void waiting_list_destroy (void *arg)
+{
+    struct waiting_list *list = arg;
+    struct waiting *w;
+    flux_plugin_arg_t *job;
+
+    while ((w = list->head)) {
+        list->head = w->next;
+        if ((job = flux_jobtap_job_lookup (list->p, w->id))) {
+            flux_plugin_arg_destroy (job);
+            /* No event of the job may reach this plugin again (flux-core
+             * drops the subscriptions with the plugin's aux data too, but
+             * in an order this must not rely on).
+             */
+            flux_jobtap_job_unsubscribe (list->p, w->id);
+            fail_prolog (list->p, w->id, w->asks, "the copy-offload jobtap "
+                         "plugin was removed ('flux jobtap remove') while "
+                         "the job waited for its variables; load it again "
+                         "('flux jobtap load .../copy-offload.so') and "
+                         "resubmit the job");
+        }
+        free (w);
+    }
+    free (list);
 }
 
 static bool all_strings (json_t *o)
@@ -287,8 +402,22 @@ static bool all_strings (json_t *o)
 }
 
 static void prepare_cb (flux_future_t *f, void *arg);
+static void timer_cb (flux_reactor_t *r, flux_watcher_t *w, int revents,
+                      void *arg);
 
-/* Send copy-offload.prepare, waiting at most until the job's deadline. */
+/* Send copy-offload.prepare.  The future gets no timeout of its own: when
+ * flux_future_then()'s timer fires, flux-core fulfills the future with
+ * ETIMEDOUT, and destroying it then returns its matchtag to the job-manager
+ * handle's pool although the service still holds the request.  The service's
+ * answer, which comes later (at the latest when the job becomes inactive and
+ * copy-offload.forget makes it answer ECANCELED), then goes to whichever RPC
+ * of the job-manager got that matchtag next: a KVS commit of an eventlog (the
+ * job-manager exits: "commit_continuation: eventlog update failed") or another
+ * job's prepare (that job would get this job's variables).  The job's deadline
+ * is the 'expiry' timer instead: a future destroyed before any reply keeps
+ * its matchtag until the late answer arrives (flux_rpc(3), "premature
+ * destruction").
+ */
 static int send_prepare (struct prep *prep)
 {
     flux_t *h = flux_jobtap_get_flux (prep->p);
@@ -308,30 +437,15 @@ static int send_prepare (struct prep *prep)
                              "userid", prep->userid,
                              "dw", prep->dw)))
         return -1;
-    if (flux_future_then (f, left, prepare_cb, prep) < 0)
+    if (flux_future_then (f, -1., prepare_cb, prep) < 0)
         goto error;
-    flux_future_destroy (prep->f);
+    flux_future_destroy (prep->f);  /* fulfilled by a reply (a retry) or NULL */
     prep->f = f;  /* owned by prep from here: destroyed by prolog_stop or prep_decref */
+    prep->away = false;
     return 0;
 error:
     flux_future_destroy (f);
     return -1;
-}
-
-static void retry_cb (flux_reactor_t *r,
-                      flux_watcher_t *w,
-                      int revents,
-                      void *arg)
-{
-    struct prep *prep = prep_incref (arg);  /* prepare_failed may end the job */
-    char what[256];
-
-    if (prep->active && send_prepare (prep) < 0) {
-        snprintf (what, sizeof (what), "cannot re-send copy-offload.prepare: "
-                  "%s", strerror (errno));
-        prepare_failed (prep, what);
-    }
-    prep_decref (prep);
 }
 
 /* The service went away while it held the request (EHOSTUNREACH), or has
@@ -352,18 +466,48 @@ static bool retry_later (struct prep *prep, int errnum)
     /* The timer is owned by prep (destroyed by prolog_stop or prep_decref). */
     if (!prep->retry
         && !(prep->retry = flux_timer_watcher_create (r, RETRY_DELAY, 0.,
-                                                      retry_cb, prep))) {
+                                                      timer_cb, prep))) {
         flux_log_error (h, "copy-offload: creating a retry timer");
         return false;
     }
     flux_timer_watcher_reset (prep->retry, RETRY_DELAY, 0.);
     flux_watcher_start (prep->retry);
+    prep->away = true;
     prep->retries++;
     flux_log (h, LOG_INFO, "copy-offload: job %ju: the copy-offload service "
               "went away (%s); re-sending copy-offload.prepare in %gs "
               "(retry %d)", (uintmax_t)prep->id, flux_strerror (errnum),
               RETRY_DELAY, prep->retries);
     return true;
+}
+
+/* Say in 'what' why the prepare of 'prep' failed with 'errnum'; 'errstr' is
+ * the service's text, if its reply carried one.
+ */
+static void describe_failure (struct prep *prep, int errnum, const char *errstr,
+                              char *what, size_t size)
+{
+    if (prep->served && (errnum == EHOSTUNREACH || errnum == ENOSYS))
+        snprintf (what, size,
+                  "the copy-offload service went away and was not back "
+                  "within %gs; check 'flux module list' (or "
+                  "flux-copy-offload.service), 'flux copy-offload "
+                  "status' and 'flux dmesg'", rpc_timeout);
+    else if (errnum == ENOSYS)
+        snprintf (what, size,
+                  "the copy-offload service is not running; load it "
+                  "with 'flux module load .../copy-offload.py' or start "
+                  "flux-copy-offload.service, then check 'flux dmesg'");
+    else if (errstr)
+        snprintf (what, size, "%s", errstr);
+    else if (errnum == ETIMEDOUT)
+        snprintf (what, size,
+                  "no answer from the copy-offload service within %gs; "
+                  "check 'flux copy-offload status' and 'flux dmesg'",
+                  rpc_timeout);
+    else
+        snprintf (what, size, PREPARE_TOPIC " failed: %s",
+                  flux_strerror (errnum));
 }
 
 static void prepare_reply (struct prep *prep, flux_future_t *f)
@@ -374,35 +518,16 @@ static void prepare_reply (struct prep *prep, flux_future_t *f)
     if (!prep->active)
         return; /* the job got a fatal exception meanwhile */
     if (flux_rpc_get_unpack (f, "{s:o}", VARIABLES_KEY, &variables) < 0) {
-        /* A reply carries the service's text; our own timeout carries none
-         * (flux_future_error_string() then falls back to strerror).
+        /* A reply's text, unless flux_future_error_string() fell back to
+         * strerror (a reply without one).
          */
         int errnum = errno;
         const char *errstr = flux_future_error_string (f);
         bool has_text = errstr && strcmp (errstr, flux_strerror (errnum));
         if (retry_later (prep, errnum))
             return;
-        if (prep->served && (errnum == EHOSTUNREACH || errnum == ENOSYS))
-            snprintf (what, sizeof (what),
-                      "the copy-offload service went away and was not back "
-                      "within %gs; check 'flux module list' (or "
-                      "flux-copy-offload.service), 'flux copy-offload "
-                      "status' and 'flux dmesg'", rpc_timeout);
-        else if (errnum == ENOSYS)
-            snprintf (what, sizeof (what),
-                      "the copy-offload service is not running; load it "
-                      "with 'flux module load .../copy-offload.py' or start "
-                      "flux-copy-offload.service, then check 'flux dmesg'");
-        else if (has_text)
-            snprintf (what, sizeof (what), "%s", errstr);
-        else if (errnum == ETIMEDOUT)
-            snprintf (what, sizeof (what),
-                      "no answer from the copy-offload service within %gs; "
-                      "check 'flux copy-offload status' and 'flux dmesg'",
-                      rpc_timeout);
-        else
-            snprintf (what, sizeof (what), PREPARE_TOPIC " failed: %s",
-                      flux_strerror (errnum));
+        describe_failure (prep, errnum, has_text ? errstr : NULL, what,
+                          sizeof (what));
         prepare_failed (prep, what);
         return;
     }
@@ -421,14 +546,39 @@ static void prepare_reply (struct prep *prep, flux_future_t *f)
     prolog_done (prep, 0);  /* a no-op if the post ended the job */
 }
 
-/* The reply (or our timeout).  Any step may end the job, which runs
- * prep_release: hold a reference until prepare_reply is done with 'prep'.
+/* The service's reply.  Any step may end the job, which runs prep_release:
+ * hold a reference until prepare_reply is done with 'prep'.
  */
 static void prepare_cb (flux_future_t *f, void *arg)
 {
     struct prep *prep = prep_incref (arg);
 
     prepare_reply (prep, f);
+    prep_decref (prep);
+}
+
+/* prep's timers: 'retry' (re-send after the service went away) and 'expiry'
+ * (the job's timeout ran out with no usable answer; the request, if one is
+ * out, is abandoned unanswered: prolog_stop destroys its future).
+ */
+static void timer_cb (flux_reactor_t *r,
+                      flux_watcher_t *w,
+                      int revents,
+                      void *arg)
+{
+    struct prep *prep = prep_incref (arg);  /* prepare_failed may end the job */
+    char what[512];
+
+    if (prep->active && w == prep->expiry) {
+        describe_failure (prep, prep->away ? EHOSTUNREACH : ETIMEDOUT, NULL,
+                          what, sizeof (what));
+        prepare_failed (prep, what);
+    }
+    else if (prep->active && send_prepare (prep) < 0) {
+        snprintf (what, sizeof (what), "cannot re-send copy-offload.prepare: "
+                  "%s", strerror (errno));
+        prepare_failed (prep, what);
+    }
     prep_decref (prep);
 }
 
@@ -477,9 +627,21 @@ static int run_cb (flux_plugin_t *p,
         goto error;
     }
     prep->attached = true;
+    /* The timer is owned by prep (destroyed by prolog_stop or prep_decref). */
+    if (!(prep->expiry = flux_timer_watcher_create (flux_get_reactor (h),
+                                                    rpc_timeout, 0.,
+                                                    timer_cb, prep)))
+        goto error;
+    flux_watcher_start (prep->expiry);
     if (flux_jobtap_job_subscribe (p, FLUX_JOBTAP_CURRENT_JOB) < 0
         || flux_jobtap_prolog_start (p, PROLOG_NAME) < 0)
         goto error;
+    prep->list = flux_plugin_aux_get (p, WAITING_AUX);
+    if (!(prep->waiting = waiting_add (prep->list, id, prep->asks))) {
+        prep->active = true;
+        prepare_failed (prep, "out of memory");
+        return 0;
+    }
     prep->active = true;
     if (send_prepare (prep) < 0)
         prepare_failed (prep, "cannot send copy-offload.prepare");
@@ -569,6 +731,7 @@ int flux_plugin_init (flux_plugin_t *p)
 {
     flux_t *h = flux_jobtap_get_flux (p);
     double timeout = DEFAULT_TIMEOUT;
+    struct waiting_list *list;
 
     if (flux_plugin_get_conf (p)
         && flux_plugin_conf_unpack (p, "{s?F !}", "timeout", &timeout) < 0) {
@@ -584,6 +747,13 @@ int flux_plugin_init (flux_plugin_t *p)
         return -1;
     }
     rpc_timeout = timeout;
+    if (!(list = calloc (1, sizeof (*list))))
+        return -1;
+    list->p = p;
+    if (flux_plugin_aux_set (p, WAITING_AUX, list, waiting_list_destroy) < 0) {
+        free (list);
+        return -1;
+    }
     return flux_plugin_register (p, PLUGIN_NAME, tab);
 }
 
