@@ -24,15 +24,17 @@ import subprocess
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, List, Optional, Set, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, List, Optional, Set, Tuple
 
 from copy_offload.server.local import beneath, copier
 from copy_offload.server.local.copier import Copier, Failure, Stopped
+from copy_offload.server.local.outcome import Outcome
 
 if TYPE_CHECKING:
     from copy_offload.server.local.copier import Batch
 
-__all__ = ["Crew", "QUEUE_BATCHES", "warm_pool"]
+__all__ = ["Crew", "CopierSettings", "QUEUE_BATCHES", "warm_pool", "sweep_temporaries"]
 
 QUEUE_BATCHES = 256  # bounds the walker's lead, so memory stays flat on huge trees (~50 files a batch)
 IN_FLIGHT = 4  # frames sent ahead to each worker process (hand-offs wait on the server's threads)
@@ -40,49 +42,71 @@ FRAME_FILES = 512  # a frame carries waiting batches up to this many files: fewe
 _COPIER_SCRIPT = copier.__file__
 
 
+@dataclass(frozen=True)
+class CopierSettings:
+    """What every copier of one job is told, in one record: the crew hands it to each copier
+    thread as it is and to each worker process as its job config (copier.py's protocol)."""
+
+    token: str
+    umask: int
+    chunk: int
+    trees: Tuple[beneath.Tree, beneath.Tree]  # the open (source, destination) roots
+    direct_min: int = 0  # files this big are written with O_DIRECT (0: never)
+    verify: bool = False
+
+    def copier(self, counter: List[int], outcome: Outcome) -> Copier:
+        return Copier(self.token, self.umask, self.chunk, counter, outcome.stopping,
+                      direct_min=self.direct_min, trees=self.trees, verify=self.verify,
+                      on_mismatch=outcome.mismatch)
+
+    def worker_config(self) -> Tuple[tuple, Tuple[int, int]]:
+        """The config frame of a worker process, and the root descriptors sent after it."""
+        src, dst = self.trees
+        config = (self.token, self.umask, self.chunk, self.direct_min,
+                  src.path, copier.PASSED_FDS, dst.path, copier.PASSED_FDS, self.verify)
+        return config, (src.fd, dst.fd)
+
+
 class Crew:
-    """Copiers fed from one queue; counters readable from any thread without a lock."""
+    """Copiers fed from one queue; counters readable from any thread without a lock.
+
+    The engine hands it batches (``submit``), then ``finish()``es or ``halt()``s it, and reads
+    ``totals()``; the crew tells the engine nothing directly: failures, crashes and mismatches go
+    to the job's ``outcome`` (outcome.py), whose stop flag every copier polls.
+    """
 
     def __init__(
         self,
         size: int,
-        token: str,
-        umask: int,
-        chunk: int,
-        stopping: Callable[[], bool],
-        on_failure: Callable[[Failure], None],
-        on_crash: Callable[[str], None],
+        settings: CopierSettings,
+        outcome: Outcome,
         processes: bool = True,
         budget: Optional[threading.Semaphore] = None,
-        direct_min: int = 0,
-        trees: Optional[Tuple[beneath.Tree, beneath.Tree]] = None,
-        verify: bool = False,
-        on_mismatch: Optional[Callable[[str], None]] = None,
         thread_first: bool = True,
     ) -> None:
         self.size = max(1, size)
+        self.settings = settings
+        self.outcome = outcome
         # A single file is copied by a thread of the server, no hand-off; a tree goes to worker
         # processes (from the pool) from its first batch, so the walk shares its interpreter
         # lock with no copier.
         self.thread_first = thread_first
-        self.trees = trees
-        self.verify = verify
-        self.on_mismatch = on_mismatch
-        self.token = token
-        self.umask = umask
-        self.chunk = chunk
-        self.stopping = stopping
-        self.on_failure = on_failure
-        self.on_crash = on_crash
         self.processes = processes
         self.budget = budget  # worker processes shared by every job of a server
-        self.direct_min = direct_min
         self.queue: queue.Queue[Optional[Batch]] = queue.Queue(QUEUE_BATCHES)
         self.counters: List[List[int]] = []
         self.members: List[object] = []
         self.swept_dirs: Set[str] = set()  # merge directories (relative) a killed process may have written in
         self._lock = threading.RLock()  # halt() may come from a failure inside _add_member()
         self._halted = False
+
+    def stopping(self) -> bool:
+        return self.outcome.stopped
+
+    def fail(self, text: str) -> None:
+        """A copier failed (or crashed): the job fails with ``text`` and every copier stops."""
+        self.outcome.fail(text)
+        self.halt()
 
     # -------------------------------------------------------------- feeding
 
@@ -124,6 +148,10 @@ class Crew:
             for member in self.members:
                 if isinstance(member, _ProcessMember):
                     member.kill()
+
+    def sweep(self) -> None:
+        """After a stop: remove the temporaries its killed worker processes left behind."""
+        sweep_temporaries(self.settings.trees[1], self.swept_dirs, self.settings.token)
 
     def _room(self) -> bool:
         """Whether another copier may start: ``size`` processes (besides the first thread)."""
@@ -168,9 +196,7 @@ class _ThreadMember:
 
     def __init__(self, crew: Crew, counter: List[int]) -> None:
         self.crew = crew
-        self.copier = Copier(crew.token, crew.umask, crew.chunk, counter, crew.stopping,
-                             direct_min=crew.direct_min, trees=crew.trees, verify=crew.verify,
-                             on_mismatch=crew.on_mismatch)
+        self.copier = crew.settings.copier(counter, crew.outcome)
         self.thread = threading.Thread(target=self._run, name="copy-offload-copier", daemon=True)
         self.thread.start()
 
@@ -190,9 +216,9 @@ class _ThreadMember:
             except Stopped:
                 continue
             except Failure as exc:
-                crew.on_failure(exc)
+                crew.fail(exc.describe())
             except Exception as exc:  # a bug must stop the job, not hang it
-                crew.on_crash("copy worker failed: %r" % exc)
+                crew.fail("copy failed: copy worker failed: %r" % exc)
 
     def join(self) -> None:
         self.thread.join()
@@ -305,12 +331,7 @@ class _ProcessMember:
     def __init__(self, crew: Crew, counter: List[int]) -> None:
         self.crew = crew
         self.counter = counter
-        config: tuple = (crew.token, crew.umask, crew.chunk, crew.direct_min)
-        fds: Tuple[int, ...] = ()
-        if crew.trees is not None:
-            src, dst = crew.trees
-            config += (src.path, copier.PASSED_FDS, dst.path, copier.PASSED_FDS, crew.verify)
-            fds = (src.fd, dst.fd)
+        config, fds = crew.settings.worker_config()
         self.worker = _take_worker()
         try:
             self.worker.start_job(config, fds)
@@ -385,12 +406,11 @@ class _ProcessMember:
                 break
             if kind == "e":
                 failed = True
-                crew.on_failure(Failure(message[1], message[2], message[3], message[4]))
+                crew.fail(Failure(message[1], message[2], message[3], message[4]).describe())
                 continue
             if kind == "m":
                 counter[3] += 1
-                if crew.on_mismatch is not None:
-                    crew.on_mismatch(message[1])
+                crew.outcome.mismatch(message[1])
                 continue
             counter[0] += message[1]
             counter[1] += message[2]
@@ -409,7 +429,7 @@ class _ProcessMember:
         if crew.budget is not None:
             crew.budget.release()
         if code != 0 and not failed and not self.killed and not crew.stopping():
-            crew.on_crash("copy worker process %d exited with status %d" % (self.proc.pid, code))
+            crew.fail("copy failed: copy worker process %d exited with status %d" % (self.proc.pid, code))
 
     def kill(self) -> None:
         if self.returned:  # back in the pool, perhaps working for another job now
