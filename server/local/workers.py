@@ -37,8 +37,11 @@ if TYPE_CHECKING:
 __all__ = ["Crew", "CopierSettings", "QUEUE_BATCHES", "warm_pool", "sweep_temporaries"]
 
 QUEUE_BATCHES = 256  # bounds the walker's lead, so memory stays flat on huge trees (~50 files a batch)
-IN_FLIGHT = 4  # frames sent ahead to each worker process (hand-offs wait on the server's threads)
-FRAME_FILES = 512  # a frame carries waiting batches up to this many files: fewer hand-offs
+IN_FLIGHT = 2  # frames sent ahead to each worker process: one to work on, one waiting (no gap at a hand-off)
+# A frame carries waiting batches up to this many files (fewer hand-offs), but no more: at the end
+# of a job the workers finish their frames unevenly, by up to IN_FLIGHT frames (2 x 256 files, a
+# few ms on small files, where 4 x 512 left one worker copying ~15 ms alone).
+FRAME_FILES = 256
 _COPIER_SCRIPT = copier.__file__
 
 
