@@ -116,6 +116,8 @@ def verdict_scale(out: str) -> List[str]:
     lines = [_judge("files/s at %d over files/s at %d (within 20 %%)" % (last, first), float(speed.group(3)), 0.8, ""),
              _judge("server peak RSS growth %s" % span, float(memory.group(1)), 64.0, " MiB", higher=False),
              "server and workers together, peak RSS growth %s: %s MiB" % (span, memory.group(2))]
+    for count, paired in re.findall(r"cp -r time / our time at (\d+) files: ([\d.]+)x", out):
+        lines.append("at %s files, cp -r time / our time: %sx paired (no target)" % (count, paired))
     if last < 1000000:
         lines.append("the issue's targets are for 20,000 to 1,000,000 files; this run went to %d "
                      "(`--scale-counts 20000,200000,1000000` for the whole range)" % last)
@@ -201,7 +203,7 @@ BENCHES = [
     Bench("copy", "1. Local driver vs cp, cp -r, cp -a, rsync, dcp (issue 15)", "bench_copy.py",
           [], ["--size-mib", "256", "--files", "2000", "--runs", "3"], verdict_copy),
     Bench("scale", "1b. Scale: files/s and peak memory from 20,000 files up (issue 15)", "bench_scale.py",
-          ["--counts", SCALE_COUNTS, "--runs", "1"], ["--counts", "2000,20000", "--runs", "1"], verdict_scale),
+          ["--counts", SCALE_COUNTS, "--runs", "3"], ["--counts", "2000,20000", "--runs", "1"], verdict_scale),
     Bench("lifecycle", "Job lifecycle: offload while computing vs `cp` at the end", "bench_lifecycle.py",
           ["--gib", "4", "--steps", "4", "--compute", "3", "--reps", "3"],
           ["--gib", "0.5", "--steps", "2", "--compute", "0.5", "--reps", "1"], verdict_lifecycle, needs=["flux"]),
