@@ -6,7 +6,8 @@ How a job runs, and why (numbers: bench/bench_copy.py, docs/performance.md):
   (beneath.py): a directory swapped for a symlink mid-copy fails the copy, naming the path.
 * The calling thread walks the source with ``os.scandir`` on directory descriptors (one
   ``fstatat`` per entry, no pathlib), creates destination directories as it goes, and queues batches of files of one
-  directory. Copiers (workers.py: a thread, then worker processes when work backs up) copy them
+  directory (a single file is copied in the job's own thread). Copiers (workers.py: worker
+  processes, threads where processes are off) copy them
   with ``copy_file_range`` (copier.py). The engine owns the plan and hands the crew batches and
   one ``CopierSettings`` record; the crew never calls the engine back: what its copiers find
   (a failure, a mismatch) goes to the job's ``Outcome`` (outcome.py), whose stop flag the walk
@@ -302,8 +303,7 @@ class CopyJob:
         settings = CopierSettings(self.token, self._umask, self.chunk, (self._src, self._dst),
                                   direct_min=DIRECT_MIN if self.direct else 0, verify=self.verify)
         outcome = self._outcome
-        self._crew = Crew(self.workers, settings, outcome, processes=self.processes,
-                          budget=self.process_budget, thread_first=not self._source_is_dir)
+        self._crew = Crew(self.workers, settings, outcome, processes=self.processes, budget=self.process_budget)
         try:
             if not self.dryrun:
                 self._make_parents()
@@ -470,7 +470,8 @@ class CopyJob:
         self._bytes_total = st.st_size
         self._files_total = 1
         if not self.dryrun:
-            self._submit((os.path.dirname(self._src_rel), os.path.dirname(self._target_rel), [entry], True))
+            assert self._crew is not None
+            self._crew.copy_here((os.path.dirname(self._src_rel), os.path.dirname(self._target_rel), [entry], True))
 
     def _stage(self, dir_fd: int, parent: str, name: str) -> str:
         """Create the temporary root for the new directory ``parent/name``; return its path."""

@@ -1,7 +1,7 @@
 """The copiers of one job: worker processes from a pool kept by the server, or a thread.
 
-Batches go through one bounded queue. A single file is copied by a thread of the server process
-(no hand-off). A tree goes to worker processes (copier.py run as a script) from its first batch,
+Batches go through one bounded queue. A single file is copied in the job's own thread of the
+server process (``Crew.copy_here``: no hand-off). A tree goes to worker processes (copier.py run as a script) from its first batch,
 more joining while batches wait in the queue, up to the job's worker count: each process has its
 own interpreter lock, so many-small-file copies run in parallel in the kernel instead of queueing
 on one lock, and the server process is left with walking and feeding. The processes are kept in
@@ -85,15 +85,13 @@ class Crew:
         outcome: Outcome,
         processes: bool = True,
         budget: Optional[threading.Semaphore] = None,
-        thread_first: bool = True,
     ) -> None:
         self.size = max(1, size)
         self.settings = settings
         self.outcome = outcome
-        # A single file is copied by a thread of the server, no hand-off; a tree goes to worker
-        # processes (from the pool) from its first batch, so the walk shares its interpreter
-        # lock with no copier.
-        self.thread_first = thread_first
+        # A tree goes to worker processes (from the pool) from its first batch, so the walk
+        # shares its interpreter lock with no copier; a single file is copied where the job
+        # runs (copy_here), with no hand-off at all.
         self.processes = processes
         self.budget = budget  # worker processes shared by every job of a server
         self.queue: queue.Queue[Optional[Batch]] = queue.Queue(QUEUE_BATCHES)
@@ -110,6 +108,14 @@ class Crew:
         """A copier failed (or crashed): the job fails with ``text`` and every copier stops."""
         self.outcome.fail(text)
         self.halt()
+
+    def copy_here(self, batch: Batch) -> None:
+        """Copy ``batch`` in the calling thread: the one batch of a single-file job, which a
+        hand-off to a copier thread would only delay (a thread start and a lock handed over).
+        Raises Stopped once stopping, as ``submit`` does."""
+        counter = [0, 0, 0, 0, 0]
+        self.counters.append(counter)
+        _copy_reporting(self, self.settings.copier(counter, self.outcome), batch)
 
     # -------------------------------------------------------------- feeding
 
@@ -157,12 +163,8 @@ class Crew:
         sweep_temporaries(self.settings.trees[1], self.swept_dirs, self.settings.token)
 
     def _room(self) -> bool:
-        """Whether another copier may start: ``size`` processes (besides the first thread)."""
-        return len(self.members) < self.size + (1 if self.processes and self.thread_first else 0)
-
-    def retire_thread(self) -> bool:
-        """The first thread leaves the work to the processes once all of them are running."""
-        return self.processes and len(self.members) > self.size
+        """Whether another copier may start: up to ``size`` of them."""
+        return len(self.members) < self.size
 
     def totals(self) -> List[int]:
         """``[bytes, files, verified bytes, mismatches, bytes found]`` over every copier."""
@@ -178,7 +180,7 @@ class Crew:
             if self._halted:
                 return
             member: Optional[object] = None
-            if self.processes and (self.members or not self.thread_first):
+            if self.processes:
                 if self.budget is None or self.budget.acquire(blocking=False):
                     try:
                         member = _ProcessMember(self, counter)
@@ -194,6 +196,19 @@ class Crew:
             self.members.append(member)
 
 
+def _copy_reporting(crew: Crew, copier_: Copier, batch: Batch) -> None:
+    """Copy ``batch`` in this thread; a failure (or a bug, which must stop the job, not hang it)
+    fails the job through the crew. Stopped goes to the caller."""
+    try:
+        copier_.copy_batch(batch)
+    except Failure as exc:
+        crew.fail(exc.describe())
+    except Stopped:
+        raise
+    except Exception as exc:
+        crew.fail("copy failed: copy worker failed: %r" % exc)
+
+
 class _ThreadMember:
     """A copier thread inside the server process."""
 
@@ -207,21 +222,15 @@ class _ThreadMember:
         crew = self.crew
         get = crew.queue.get
         while True:
-            if crew.retire_thread():
-                return
             batch = get()
             if batch is None:
                 return
             if crew.stopping():
                 continue
             try:
-                self.copier.copy_batch(batch)
+                _copy_reporting(crew, self.copier, batch)
             except Stopped:
                 continue
-            except Failure as exc:
-                crew.fail(exc.describe())
-            except Exception as exc:  # a bug must stop the job, not hang it
-                crew.fail("copy failed: copy worker failed: %r" % exc)
 
     def join(self) -> None:
         self.thread.join()
