@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
                    "set of --allow-root directories)")
     p.add_argument("--allow-root", action="append", default=[], metavar="DIR",
                    help="a directory tree the local driver may read and write (repeatable; required for local)")
-    p.add_argument("--workers", type=int, help="local driver: copy workers per request (default: twice the CPUs)")
+    p.add_argument("--workers", type=int, help="local driver: copy workers per request (default: the number of CPUs)")
     p.add_argument("--profiles", metavar="FILE", help="local driver: TOML file of named command profiles")
     p.add_argument("--kubeconfig", help="nnf driver: kubeconfig file (default $KUBECONFIG, in-cluster, ~/.kube/config)")
     p.add_argument("--nnf-api-version", help="nnf driver: NNF API version (default: probed, v1alpha11 down)")

@@ -74,6 +74,11 @@ class Failure(Exception):
         self.step = step
         self.path = path
 
+    def describe(self) -> str:
+        """The job's error text: ``copy failed: <why> (<ERRNO name>) <step> <path>``."""
+        name = errno.errorcode.get(self.code or 0, "E?")
+        return "copy failed: %s (%s) %s %s" % (self.text, name, self.step, self.path)
+
 
 class Stopped(Exception):
     """The job is stopping; leave the current file."""

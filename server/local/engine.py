@@ -6,8 +6,12 @@ How a job runs, and why (numbers: bench/bench_copy.py, docs/performance.md):
   (beneath.py): a directory swapped for a symlink mid-copy fails the copy, naming the path.
 * The calling thread walks the source with ``os.scandir`` on directory descriptors (one
   ``fstatat`` per entry, no pathlib), creates destination directories as it goes, and queues batches of files of one
-  directory. Copiers (workers.py: a thread, then worker processes when work backs up) copy them
-  with ``copy_file_range`` (copier.py).
+  directory (a single file is copied in the job's own thread). Copiers (workers.py: worker
+  processes, threads where processes are off) copy them
+  with ``copy_file_range`` (copier.py). The engine owns the plan and hands the crew batches and
+  one ``CopierSettings`` record; the crew never calls the engine back: what its copiers find
+  (a failure, a mismatch) goes to the job's ``Outcome`` (outcome.py), whose stop flag the walk
+  and every copier read.
 * A new destination directory tree is built under a temporary name in its parent
   (``.<name>.copy-offload-<token>.tmp``) and renamed into place when complete, so files inside
   it need no rename of their own (a per-file rename costs about a fifth of a small-file copy).
@@ -23,7 +27,6 @@ How a job runs, and why (numbers: bench/bench_copy.py, docs/performance.md):
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import secrets
 import stat
@@ -50,8 +53,9 @@ from copy_offload.server.local.copier import (
     Stopped,
     temp_name,
 )
+from copy_offload.server.local.outcome import Outcome
 from copy_offload.server.local.progress import copied_line, human_bytes
-from copy_offload.server.local.workers import Crew, sweep_temporaries
+from copy_offload.server.local.workers import CopierSettings, Crew
 
 if TYPE_CHECKING:
     from copy_offload.server.local.copier import Batch, Entry
@@ -116,10 +120,6 @@ class Progress:
         return min(99, int(share * 100))
 
 
-def _errname(code: Optional[int]) -> str:
-    return errno.errorcode.get(code or 0, "E?")
-
-
 def _read_umask() -> int:
     try:
         with open("/proc/self/status", encoding="ascii") as status:
@@ -177,9 +177,7 @@ class CopyJob:
         self.skipped = 0
         self.token = secrets.token_hex(4)
         self._umask = _read_umask()
-        self._stop = False
-        self._cancelled = False
-        self._error: Optional[CopyError] = None
+        self._outcome = Outcome()  # the stop flag and the verdict, shared with the crew
         self._lock = threading.Lock()
         self._crew: Optional[Crew] = None
         self._bytes_total = 0
@@ -196,7 +194,6 @@ class CopyJob:
         self._made_parents: List[str] = []
         self._planned: List[str] = []  # where the first temporary will be, known at prepare()
         self._dirs: List[Tuple[str, os.stat_result, bool]] = []  # (path, source stat, staged)
-        self._mismatched: List[str] = []  # verify: the first few files that differ, and how
 
     # ------------------------------------------------------------------ public API
 
@@ -303,22 +300,10 @@ class CopyJob:
             return self._run(defer_cleanup)
 
     def _run(self, defer_cleanup: bool) -> Progress:
-        self._crew = Crew(
-            self.workers,
-            self.token,
-            self._umask,
-            self.chunk,
-            self._stopping,
-            self._on_failure,
-            self._on_crash,
-            processes=self.processes,
-            budget=self.process_budget,
-            direct_min=DIRECT_MIN if self.direct else 0,
-            trees=(self._src, self._dst),
-            verify=self.verify,
-            on_mismatch=self._on_mismatch,
-            thread_first=not self._source_is_dir,
-        )
+        settings = CopierSettings(self.token, self._umask, self.chunk, (self._src, self._dst),
+                                  direct_min=DIRECT_MIN if self.direct else 0, verify=self.verify)
+        outcome = self._outcome
+        self._crew = Crew(self.workers, settings, outcome, processes=self.processes, budget=self.process_budget)
         try:
             if not self.dryrun:
                 self._make_parents()
@@ -337,31 +322,29 @@ class CopyJob:
                 self._walking = False
             self._crew.finish()
         mismatches = self._crew.totals()[3]
-        if mismatches and not self._stop:  # nothing of a copy that differs goes into place
-            self._record(CopyError(_mismatch_text(mismatches, self._mismatched)))
-        if not self._stop and not self.dryrun:
+        if mismatches and not outcome.stopped:  # nothing of a copy that differs goes into place
+            self._record(CopyError(_mismatch_text(mismatches, outcome.mismatched)))
+        if not outcome.stopped and not self.dryrun:
             try:
                 self._finish_tree()
             except OSError as exc:
                 self._fail(exc, "finishing", self.target)
         self._ended = time.monotonic()
-        if self._stop:
-            sweep_temporaries(self._dst, self._crew.swept_dirs, self.token)
+        if outcome.stopped:
+            self._crew.sweep()
             if not defer_cleanup:
                 self._cleanup()
-            if self._cancelled:
+            if outcome.cancelled:
                 raise CopyCancelled()
-            assert self._error is not None
-            raise self._error
+            assert outcome.error is not None
+            raise CopyError(outcome.error)
+        outcome.succeed()
         self._finished = True
         return self.progress()
 
     def cancel(self) -> None:
         """Stop the copy: threads notice between chunks and files, processes are killed."""
-        with self._lock:
-            if not self._finished and self._error is None:
-                self._cancelled = True
-            self._stop = True
+        self._outcome.cancel()
         if self._crew is not None:
             self._crew.halt()
 
@@ -442,31 +425,14 @@ class CopyJob:
 
     # ------------------------------------------------------------------ stop and failure
 
-    def _stopping(self) -> bool:
-        return self._stop
-
     def _record(self, error: CopyError) -> None:
-        with self._lock:
-            if self._error is None and not self._cancelled:
-                self._error = error
-            self._stop = True
+        """The job fails with ``error`` (unless it already ended otherwise); the copiers stop."""
+        self._outcome.fail(error.message)
         if self._crew is not None:
             self._crew.halt()
 
     def _fail(self, exc: OSError, doing: str, path: str) -> None:
-        self._on_failure(Failure(exc.errno or 0, reason(exc), doing, path))
-
-    def _on_failure(self, failure: Failure) -> None:
-        self._record(CopyError("copy failed: %s (%s) %s %s" % (
-            failure.text, _errname(failure.code), failure.step, failure.path)))
-
-    def _on_mismatch(self, text: str) -> None:
-        with self._lock:
-            if len(self._mismatched) < 3:
-                self._mismatched.append(text)
-
-    def _on_crash(self, text: str) -> None:
-        self._record(CopyError("copy failed: %s" % text))
+        self._record(CopyError(Failure(exc.errno or 0, reason(exc), doing, path).describe()))
 
     # ------------------------------------------------------------------ planning (caller thread)
 
@@ -504,7 +470,8 @@ class CopyJob:
         self._bytes_total = st.st_size
         self._files_total = 1
         if not self.dryrun:
-            self._submit((os.path.dirname(self._src_rel), os.path.dirname(self._target_rel), [entry], True))
+            assert self._crew is not None
+            self._crew.copy_here((os.path.dirname(self._src_rel), os.path.dirname(self._target_rel), [entry], True))
 
     def _stage(self, dir_fd: int, parent: str, name: str) -> str:
         """Create the temporary root for the new directory ``parent/name``; return its path."""
@@ -547,7 +514,7 @@ class CopyJob:
         stack = [(self._src_rel, root_dst, merge)]
         sizes = files = 0
         while stack:
-            if self._stop:
+            if self._outcome.stopped:
                 raise _Stop()
             src_dir, dst_dir, merge = stack.pop()
             sfd = self._open(src, src_dir, "reading directory")

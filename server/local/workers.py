@@ -1,7 +1,7 @@
 """The copiers of one job: worker processes from a pool kept by the server, or a thread.
 
-Batches go through one bounded queue. A single file is copied by a thread of the server process
-(no hand-off). A tree goes to worker processes (copier.py run as a script) from its first batch,
+Batches go through one bounded queue. A single file is copied in the job's own thread of the
+server process (``Crew.copy_here``: no hand-off). A tree goes to worker processes (copier.py run as a script) from its first batch,
 more joining while batches wait in the queue, up to the job's worker count: each process has its
 own interpreter lock, so many-small-file copies run in parallel in the kernel instead of queueing
 on one lock, and the server process is left with walking and feeding. The processes are kept in
@@ -24,65 +24,98 @@ import subprocess
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, List, Optional, Set, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, List, Optional, Set, Tuple
 
 from copy_offload.server.local import beneath, copier
 from copy_offload.server.local.copier import Copier, Failure, Stopped
+from copy_offload.server.local.outcome import Outcome
 
 if TYPE_CHECKING:
     from copy_offload.server.local.copier import Batch
 
-__all__ = ["Crew", "QUEUE_BATCHES", "warm_pool"]
+__all__ = ["Crew", "CopierSettings", "QUEUE_BATCHES", "warm_pool", "sweep_temporaries"]
 
 QUEUE_BATCHES = 256  # bounds the walker's lead, so memory stays flat on huge trees (~50 files a batch)
-IN_FLIGHT = 4  # frames sent ahead to each worker process (hand-offs wait on the server's threads)
-FRAME_FILES = 512  # a frame carries waiting batches up to this many files: fewer hand-offs
+IN_FLIGHT = 2  # frames sent ahead to each worker process: one to work on, one waiting (no gap at a hand-off)
+# A frame carries waiting batches up to this many files (fewer hand-offs), but no more: at the end
+# of a job the workers finish their frames unevenly, by up to IN_FLIGHT frames (2 x 256 files, a
+# few ms on small files, where 4 x 512 left one worker copying ~15 ms alone).
+FRAME_FILES = 256
 _COPIER_SCRIPT = copier.__file__
 
 
+@dataclass(frozen=True)
+class CopierSettings:
+    """What every copier of one job is told, in one record: the crew hands it to each copier
+    thread as it is and to each worker process as its job config (copier.py's protocol)."""
+
+    token: str
+    umask: int
+    chunk: int
+    trees: Tuple[beneath.Tree, beneath.Tree]  # the open (source, destination) roots
+    direct_min: int = 0  # files this big are written with O_DIRECT (0: never)
+    verify: bool = False
+
+    def copier(self, counter: List[int], outcome: Outcome) -> Copier:
+        return Copier(self.token, self.umask, self.chunk, counter, outcome.stopping,
+                      direct_min=self.direct_min, trees=self.trees, verify=self.verify,
+                      on_mismatch=outcome.mismatch)
+
+    def worker_config(self) -> Tuple[tuple, Tuple[int, int]]:
+        """The config frame of a worker process, and the root descriptors sent after it."""
+        src, dst = self.trees
+        config = (self.token, self.umask, self.chunk, self.direct_min,
+                  src.path, copier.PASSED_FDS, dst.path, copier.PASSED_FDS, self.verify)
+        return config, (src.fd, dst.fd)
+
+
 class Crew:
-    """Copiers fed from one queue; counters readable from any thread without a lock."""
+    """Copiers fed from one queue; counters readable from any thread without a lock.
+
+    The engine hands it batches (``submit``), then ``finish()``es or ``halt()``s it, and reads
+    ``totals()``; the crew tells the engine nothing directly: failures, crashes and mismatches go
+    to the job's ``outcome`` (outcome.py), whose stop flag every copier polls.
+    """
 
     def __init__(
         self,
         size: int,
-        token: str,
-        umask: int,
-        chunk: int,
-        stopping: Callable[[], bool],
-        on_failure: Callable[[Failure], None],
-        on_crash: Callable[[str], None],
+        settings: CopierSettings,
+        outcome: Outcome,
         processes: bool = True,
         budget: Optional[threading.Semaphore] = None,
-        direct_min: int = 0,
-        trees: Optional[Tuple[beneath.Tree, beneath.Tree]] = None,
-        verify: bool = False,
-        on_mismatch: Optional[Callable[[str], None]] = None,
-        thread_first: bool = True,
     ) -> None:
         self.size = max(1, size)
-        # A single file is copied by a thread of the server, no hand-off; a tree goes to worker
-        # processes (from the pool) from its first batch, so the walk shares its interpreter
-        # lock with no copier.
-        self.thread_first = thread_first
-        self.trees = trees
-        self.verify = verify
-        self.on_mismatch = on_mismatch
-        self.token = token
-        self.umask = umask
-        self.chunk = chunk
-        self.stopping = stopping
-        self.on_failure = on_failure
-        self.on_crash = on_crash
+        self.settings = settings
+        self.outcome = outcome
+        # A tree goes to worker processes (from the pool) from its first batch, so the walk
+        # shares its interpreter lock with no copier; a single file is copied where the job
+        # runs (copy_here), with no hand-off at all.
         self.processes = processes
         self.budget = budget  # worker processes shared by every job of a server
-        self.direct_min = direct_min
         self.queue: queue.Queue[Optional[Batch]] = queue.Queue(QUEUE_BATCHES)
         self.counters: List[List[int]] = []
         self.members: List[object] = []
         self.swept_dirs: Set[str] = set()  # merge directories (relative) a killed process may have written in
         self._lock = threading.RLock()  # halt() may come from a failure inside _add_member()
         self._halted = False
+
+    def stopping(self) -> bool:
+        return self.outcome.stopped
+
+    def fail(self, text: str) -> None:
+        """A copier failed (or crashed): the job fails with ``text`` and every copier stops."""
+        self.outcome.fail(text)
+        self.halt()
+
+    def copy_here(self, batch: Batch) -> None:
+        """Copy ``batch`` in the calling thread: the one batch of a single-file job, which a
+        hand-off to a copier thread would only delay (a thread start and a lock handed over).
+        Raises Stopped once stopping, as ``submit`` does."""
+        counter = [0, 0, 0, 0, 0]
+        self.counters.append(counter)
+        _copy_reporting(self, self.settings.copier(counter, self.outcome), batch)
 
     # -------------------------------------------------------------- feeding
 
@@ -125,13 +158,13 @@ class Crew:
                 if isinstance(member, _ProcessMember):
                     member.kill()
 
-    def _room(self) -> bool:
-        """Whether another copier may start: ``size`` processes (besides the first thread)."""
-        return len(self.members) < self.size + (1 if self.processes and self.thread_first else 0)
+    def sweep(self) -> None:
+        """After a stop: remove the temporaries its killed worker processes left behind."""
+        sweep_temporaries(self.settings.trees[1], self.swept_dirs, self.settings.token)
 
-    def retire_thread(self) -> bool:
-        """The first thread leaves the work to the processes once all of them are running."""
-        return self.processes and len(self.members) > self.size
+    def _room(self) -> bool:
+        """Whether another copier may start: up to ``size`` of them."""
+        return len(self.members) < self.size
 
     def totals(self) -> List[int]:
         """``[bytes, files, verified bytes, mismatches, bytes found]`` over every copier."""
@@ -147,7 +180,7 @@ class Crew:
             if self._halted:
                 return
             member: Optional[object] = None
-            if self.processes and (self.members or not self.thread_first):
+            if self.processes:
                 if self.budget is None or self.budget.acquire(blocking=False):
                     try:
                         member = _ProcessMember(self, counter)
@@ -163,14 +196,25 @@ class Crew:
             self.members.append(member)
 
 
+def _copy_reporting(crew: Crew, copier_: Copier, batch: Batch) -> None:
+    """Copy ``batch`` in this thread; a failure (or a bug, which must stop the job, not hang it)
+    fails the job through the crew. Stopped goes to the caller."""
+    try:
+        copier_.copy_batch(batch)
+    except Failure as exc:
+        crew.fail(exc.describe())
+    except Stopped:
+        raise
+    except Exception as exc:
+        crew.fail("copy failed: copy worker failed: %r" % exc)
+
+
 class _ThreadMember:
     """A copier thread inside the server process."""
 
     def __init__(self, crew: Crew, counter: List[int]) -> None:
         self.crew = crew
-        self.copier = Copier(crew.token, crew.umask, crew.chunk, counter, crew.stopping,
-                             direct_min=crew.direct_min, trees=crew.trees, verify=crew.verify,
-                             on_mismatch=crew.on_mismatch)
+        self.copier = crew.settings.copier(counter, crew.outcome)
         self.thread = threading.Thread(target=self._run, name="copy-offload-copier", daemon=True)
         self.thread.start()
 
@@ -178,21 +222,15 @@ class _ThreadMember:
         crew = self.crew
         get = crew.queue.get
         while True:
-            if crew.retire_thread():
-                return
             batch = get()
             if batch is None:
                 return
             if crew.stopping():
                 continue
             try:
-                self.copier.copy_batch(batch)
+                _copy_reporting(crew, self.copier, batch)
             except Stopped:
                 continue
-            except Failure as exc:
-                crew.on_failure(exc)
-            except Exception as exc:  # a bug must stop the job, not hang it
-                crew.on_crash("copy worker failed: %r" % exc)
 
     def join(self) -> None:
         self.thread.join()
@@ -305,12 +343,7 @@ class _ProcessMember:
     def __init__(self, crew: Crew, counter: List[int]) -> None:
         self.crew = crew
         self.counter = counter
-        config: tuple = (crew.token, crew.umask, crew.chunk, crew.direct_min)
-        fds: Tuple[int, ...] = ()
-        if crew.trees is not None:
-            src, dst = crew.trees
-            config += (src.path, copier.PASSED_FDS, dst.path, copier.PASSED_FDS, crew.verify)
-            fds = (src.fd, dst.fd)
+        config, fds = crew.settings.worker_config()
         self.worker = _take_worker()
         try:
             self.worker.start_job(config, fds)
@@ -385,12 +418,11 @@ class _ProcessMember:
                 break
             if kind == "e":
                 failed = True
-                crew.on_failure(Failure(message[1], message[2], message[3], message[4]))
+                crew.fail(Failure(message[1], message[2], message[3], message[4]).describe())
                 continue
             if kind == "m":
                 counter[3] += 1
-                if crew.on_mismatch is not None:
-                    crew.on_mismatch(message[1])
+                crew.outcome.mismatch(message[1])
                 continue
             counter[0] += message[1]
             counter[1] += message[2]
@@ -409,7 +441,7 @@ class _ProcessMember:
         if crew.budget is not None:
             crew.budget.release()
         if code != 0 and not failed and not self.killed and not crew.stopping():
-            crew.on_crash("copy worker process %d exited with status %d" % (self.proc.pid, code))
+            crew.fail("copy failed: copy worker process %d exited with status %d" % (self.proc.pid, code))
 
     def kill(self) -> None:
         if self.returned:  # back in the pool, perhaps working for another job now
