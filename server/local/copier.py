@@ -184,7 +184,7 @@ class Copier:
                     raise Failure(0, "no longer a regular file (it changed while copying)", "reading",
                                   os.path.join(src_dir, sname))
                 size, mode, atime, mtime = st.st_size, st.st_mode, st.st_atime_ns, st.st_mtime_ns
-                sparse = size >= SPARSE_MIN and st.st_blocks * 512 < size
+                sparse = looks_sparse(st)
                 self.counter[4] += size
             step = "creating"
             perm = mode & 0o7777
@@ -414,6 +414,11 @@ def _small_copy(fi: int, fo: int, size: int) -> int:
         if exc.errno in FALLBACK_ERRNOS:
             return 0
         raise
+
+
+def looks_sparse(st: os.stat_result) -> bool:
+    """A file big enough to care whose blocks do not cover its size: copied by extent."""
+    return st.st_size >= SPARSE_MIN and st.st_blocks * 512 < st.st_size
 
 
 def _pcopy(fi: int, fo: int, offset: int, want: int) -> int:

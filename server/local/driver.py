@@ -149,7 +149,7 @@ class _Request:
         """Until the end is recorded, or ``max_wait_secs`` (< 0: however long it takes)."""
         timeout: Optional[float] = None if max_wait_secs < 0 else float(max_wait_secs)
         try:
-            await asyncio.wait_for(asyncio.shield(self.done.wait()), timeout)
+            await asyncio.wait_for(self.done.wait(), timeout)  # a timeout cancels the inner wait
         except asyncio.TimeoutError:
             pass
 
@@ -174,6 +174,7 @@ class _Requests:
 
     def finished(self, req: _Request) -> None:
         """``req`` has just ended: count it, and forget the oldest finished beyond ``keep``."""
+        self._all.move_to_end(req.name)  # finished ones in the order they ended, never ``req`` first
         self._finished += 1
         if self._finished <= self.keep:
             return

@@ -48,9 +48,9 @@ from copy_offload.server.local.copier import (
     KIND_FILE,
     KIND_LINK,
     SIZE_UNKNOWN,
-    SPARSE_MIN,
     Failure,
     Stopped,
+    looks_sparse,
     temp_name,
 )
 from copy_offload.server.local.outcome import Outcome
@@ -466,7 +466,7 @@ class CopyJob:
             raise CopyError("copy failed: source path %s changed since the request: it is no longer a"
                             " regular file" % self.source)
         entry: Entry = (os.path.basename(self._src_rel), os.path.basename(self._target_rel), KIND_FILE,
-                        st.st_size, st.st_mode, st.st_atime_ns, st.st_mtime_ns, _looks_sparse(st))
+                        st.st_size, st.st_mode, st.st_atime_ns, st.st_mtime_ns, looks_sparse(st))
         self._bytes_total = st.st_size
         self._files_total = 1
         if not self.dryrun:
@@ -530,9 +530,10 @@ class CopyJob:
                     dfd = self._open(dst, dst_dir, "opening directory")
                 batch: List[Entry] = []
                 batch_bytes = 0
-                # A directory goes whole to one copier (two creating in one directory contend for
-                # its lock), unstatted, unless a sampled file is large: then every file is statted
-                # and the batches are cut by bytes, so large files go to different copiers.
+                # A directory's files go in batches of up to BATCH_FILES, never mixed with another
+                # directory's (two copiers creating in one directory contend for its lock),
+                # unstatted, unless a sampled file is large: then every file is statted and the
+                # batches are cut by bytes, so large files go to different copiers.
                 sized, sampled = dryrun, 0
                 for entry in entries:
                     name = entry.name
@@ -549,7 +550,7 @@ class CopyJob:
                                 size = st.st_size
                                 sized = sized or size >= LARGE
                                 item: Entry = (name, name, KIND_FILE, size, st.st_mode, st.st_atime_ns,
-                                               st.st_mtime_ns, _looks_sparse(st))
+                                               st.st_mtime_ns, looks_sparse(st))
                             else:  # the copier stats it on its open descriptor (copier.py)
                                 size = 0
                                 item = (name, name, KIND_FILE, SIZE_UNKNOWN, 0, 0, 0, False)
@@ -637,10 +638,6 @@ def _mismatch_text(count: int, examples: List[str]) -> str:
     more = "; ..." if count > len(examples) else ""
     return "verification failed: %d file(s) differ from the source after the copy: %s%s" % (
         count, "; ".join(examples), more)
-
-
-def _looks_sparse(st: os.stat_result) -> bool:
-    return st.st_size >= SPARSE_MIN and st.st_blocks * 512 < st.st_size
 
 
 def _lstat_at(dir_fd: int, name: str) -> Optional[os.stat_result]:

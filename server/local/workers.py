@@ -5,8 +5,8 @@ server process (``Crew.copy_here``: no hand-off). A tree goes to worker processe
 more joining while batches wait in the queue, up to the job's worker count: each process has its
 own interpreter lock, so many-small-file copies run in parallel in the kernel instead of queueing
 on one lock, and the server process is left with walking and feeding. The processes are kept in
-a pool when a job ends and reused by the next (a start costs ~10 ms, ~30 ms after a dropped page
-cache, which on a 20,000-file tree is a tenth of the copy); ``warm_pool()`` fills it when the
+a pool when a job ends and reused by the next (a process start costs tens of ms, more after a
+dropped page cache); ``warm_pool()`` fills it when the
 driver starts. Where processes are off or the server's budget of them is spent, threads do the
 work. A stop (cancel or failure) kills the job's worker processes at once (they are not kept);
 the engine then removes the temporaries they left. Each job's two open root directories are
@@ -128,9 +128,8 @@ class Crew:
                 raise Stopped()
             try:
                 self.queue.put(batch, timeout=0.2)
-                # Let the feeding and reading threads run now: the walk is pure Python between
-                # batches and would keep the interpreter lock for a whole switch interval (5 ms),
-                # long enough for the worker processes to run dry (a third of a small-file copy).
+                # Let the feeding and reading threads run now rather than at the end of the walk's
+                # switch interval (5 ms); removing it measured no change (docs/performance.md).
                 time.sleep(0)
                 return
             except queue.Full:
@@ -326,7 +325,7 @@ atexit.register(_close_pool)
 
 def warm_pool(count: int) -> None:
     """Start idle worker processes up to ``count``, so the next job forks and execs none (after
-    a dropped page cache a start reads the interpreter from disk again: ~30 ms)."""
+    a dropped page cache a start reads the interpreter from disk again)."""
     count = min(count, POOL_MAX)
     with _POOL_LOCK:
         missing = count - len(_POOL)
