@@ -227,7 +227,9 @@ class Pool:
                 sock = self._idle.pop() if self._idle else None
             if sock is None:
                 return self._connect(), False
-            if not select.select([sock], [], [], 0)[0]:
+            idle = select.poll()  # not select(): it cannot take descriptors numbered 1024 or more
+            idle.register(sock, select.POLLIN)
+            if not idle.poll(0):
                 return sock, True
             sock.close()  # readable while idle: closed by the server (or junk); not reusable
 
