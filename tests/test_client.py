@@ -84,6 +84,27 @@ def test_blocking_client_round_trip(mock_server):
     assert mock_server.wait() == 0
 
 
+def test_kept_alive_connection_with_a_descriptor_above_1023(mock_server):
+    """An application with many files open: the reused connection's descriptor is >= 1024."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("the hard limit on open files (%d) is below 1200" % hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = []
+    try:
+        while not filler or filler[-1] < 1030:
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+        with co.Client(**mock_server.client_kwargs()) as client:
+            assert client.hello() == "hello back at ya"
+            assert client.list() == []  # over the kept-alive connection, checked idle first
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_conflict_on_busy_shutdown(mock_server):
     with co.Client(**mock_server.client_kwargs()) as client:
         client.copy("/a", "/b")
