@@ -205,3 +205,27 @@ def test_nnf_status_of_a_running_copy_survives_an_unavailable_api(world, monkeyp
     assert done["status"] == "success"
     assert http_code(unknown) == 404
     assert any("status answered from memory" in w for w in warnings())
+
+
+def test_nnf_start_keeps_the_run_dir_of_a_copy_still_running(world):
+    """A run dir no resource of this Workflow claims is removed at start, unless its copy still runs
+    (another server's, or one whose resource was deleted): its wrapper still writes there."""
+    from copy_offload.server.nnf.survivor import process_start_time, write_record
+
+    def run_dir(name: str, pid: int, start_time) -> str:
+        path = os.path.join(world.hostfiles, "dm-" + name)
+        os.makedirs(path)
+        with open(os.path.join(path, "hostfile"), "w") as fh:
+            fh.write("rabbit-01 slots=1\n")
+        write_record(path, {"name": "other--" + name, "pid": pid, "start_time": start_time})
+        return path
+
+    live = run_dir("live", os.getpid(), process_start_time(os.getpid()))
+    dead = run_dir("dead", os.getpid(), 1)  # a start time this pid never had: that process is gone
+
+    async def scenario():
+        driver = await world.driver()
+        await driver.close()
+
+    run(scenario())
+    assert os.path.isdir(live) and not os.path.exists(dead)

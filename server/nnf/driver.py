@@ -165,9 +165,11 @@ class NnfDriver(Driver):
                 adopted.add(run_dir)
                 continue
             await self._mark_unknown(name, dm)
-        for run_dir, _ in records.values():
-            if run_dir not in adopted:
-                await loop.run_in_executor(None, shutil.rmtree, run_dir, True)
+        for run_dir, record in records.values():
+            pid = record.get("pid")
+            if run_dir in adopted or (isinstance(pid, int) and alive(pid, record.get("start_time"))):
+                continue  # a copy still running (another server's, or one whose resource went) keeps its files
+            await loop.run_in_executor(None, shutil.rmtree, run_dir, True)
 
     def _adopt(self, name: str, dm: Dict[str, Any], run_dir: str, record: Dict[str, Any]) -> None:
         """Take over a request of an earlier server process: watch it, or judge what it left."""
