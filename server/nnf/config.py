@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable, Dict, Mapping, Optional
 
 from copy_offload.server.kube import KubeError, load_configuration
 from copy_offload.server.nnf.kube import KubeSettings
+from copy_offload.server.nnf.prepare import PREP_MODES
 
 REQUIRED_ENV = ("NNF_NODE_NAME", "DW_WORKFLOW_NAME", "DW_WORKFLOW_NAMESPACE", "ENVIRONMENT")
 
@@ -38,7 +39,7 @@ def missing_environment(environ: Optional[Mapping[str, str]] = None) -> Optional
             "user container: missing %s" % ", ".join(missing)
         )
     mode = env.get("NNF_PREPARE_MODE")
-    if mode and mode not in ("auto", "launch", "local", "each"):
+    if mode and mode not in PREP_MODES:
         problems.append("invalid value for NNF_PREPARE_MODE: %r (auto, launch, local or each)" % mode)
     for name, kind in (("NNF_REST_CONFIG_QPS", float), ("NNF_REST_CONFIG_BURST", int)):
         value = env.get(name)
