@@ -255,8 +255,69 @@ static int helper_args (const char *argv0, const char *action,
         "--rank", rankbuf, "--options", job->options ? job->options : "{}",
         job->dw ? "--dw" : "--no-dw", NULL,
     };
+    _Static_assert (sizeof (args) / sizeof (args[0]) <= 12,
+                    "helper_args: the callers' argv holds 12");
     memcpy (argv, args, sizeof (args));
-    return 11;
+    return (int)(sizeof (args) / sizeof (args[0])) - 1;
+}
+
+/* The helper's environment: the shell's own, with the job's values of
+ * helper_vars in place of any the shell has.  Built before fork(), so the
+ * child only execs (no allocation or shell lookups after fork).  Returns a
+ * NULL-terminated array whose "NAME=value" strings it added are listed in
+ * 'added' (both freed by helper_env_free), or NULL on ENOMEM.
+ */
+static char **helper_env (flux_shell_t *shell, char ***added)
+{
+    size_t n = 0, nvars = 0, k = 0, a = 0;
+    char **envp, **mine;
+
+    while (environ[n])
+        n++;
+    while (helper_vars[nvars])
+        nvars++;
+    envp = calloc (n + nvars + 1, sizeof (*envp));
+    mine = calloc (nvars + 1, sizeof (*mine));
+    if (!envp || !mine)
+        goto nomem;
+    for (size_t i = 0; i < nvars; i++) {
+        const char *value = flux_shell_getenv (shell, helper_vars[i]);
+        size_t len;
+        if (!value)
+            continue;
+        len = strlen (helper_vars[i]) + strlen (value) + 2;
+        if (!(mine[a] = malloc (len)))
+            goto nomem;
+        snprintf (mine[a++], len, "%s=%s", helper_vars[i], value);
+    }
+    for (size_t i = 0; i < n; i++) {
+        bool replaced = false;
+        for (size_t j = 0; j < a && !replaced; j++) {
+            size_t len = strchr (mine[j], '=') - mine[j] + 1;
+            replaced = strncmp (environ[i], mine[j], len) == 0;
+        }
+        if (!replaced)
+            envp[k++] = environ[i];
+    }
+    for (size_t j = 0; j < a; j++)
+        envp[k++] = mine[j];
+    *added = mine;
+    return envp;
+nomem:
+    for (size_t j = 0; mine && mine[j]; j++)
+        free (mine[j]);
+    free (mine);
+    free (envp);
+    errno = ENOMEM;
+    return NULL;
+}
+
+static void helper_env_free (char **envp, char **added)
+{
+    for (size_t j = 0; added && added[j]; j++)
+        free (added[j]);
+    free (added);
+    free (envp);
 }
 
 /* shell.init: run the helper and wait for it (the tasks start only after
@@ -276,27 +337,37 @@ static int run_helper_now (flux_shell_t *shell, const char *action,
     ssize_t len;
     int status;
 
-    helper_args ("flux", action, job, idbuf, sizeof (idbuf), rankbuf, sizeof (rankbuf),
-                 argv);
-    if (pipe (fds) < 0 || (pid = fork ()) < 0) {
+    char **envp, **added;
+
+    helper_args (COPY_OFFLOAD_FLUX, action, job, idbuf, sizeof (idbuf),
+                 rankbuf, sizeof (rankbuf), argv);
+    if (!(envp = helper_env (shell, &added))) {
         shell_log_errno ("cannot run the copy-offload helper");
         return -1;
     }
+    if (pipe (fds) < 0) {
+        shell_log_errno ("cannot run the copy-offload helper");
+        helper_env_free (envp, added);
+        return -1;
+    }
+    if ((pid = fork ()) < 0) {
+        shell_log_errno ("cannot run the copy-offload helper");
+        close (fds[0]);
+        close (fds[1]);
+        helper_env_free (envp, added);
+        return -1;
+    }
     if (pid == 0) {
-        for (int i = 0; helper_vars[i]; i++) {
-            const char *value = flux_shell_getenv (shell, helper_vars[i]);
-            if (value)
-                setenv (helper_vars[i], value, 1);
-        }
         dup2 (fds[1], STDOUT_FILENO);
         dup2 (fds[1], STDERR_FILENO);
         close (fds[0]);
         close (fds[1]);
-        execv (COPY_OFFLOAD_FLUX, (char *const *)argv);
+        execve (COPY_OFFLOAD_FLUX, (char *const *)argv, envp);
         fprintf (stderr, "copy-offload: cannot run %s: %s\n",
                  COPY_OFFLOAD_FLUX, strerror (errno));
         _exit (127);
     }
+    helper_env_free (envp, added);
     close (fds[1]);
     /* 'out' and 'line' are ours until the end of this function. */
     if (!(out = fdopen (fds[0], "r"))) {
