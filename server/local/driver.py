@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, List, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from copy_offload.client import wire
 from copy_offload.client.wire import (
@@ -261,13 +261,14 @@ class LocalDriver(Driver):
             None, self.confinement.request, request.sourcePath, request.destinationPath)
         workers = _worker_hint(request, self.workers)
         if profile.builtin:
-            direct = _wants_direct(request.dcpOptions)
+            direct, preserve = _engine_options(request.dcpOptions)
             work: _Work = _EngineWork(CopyJob(
                 paths.source, paths.destination, roots=self.confinement.roots, workers=workers,
-                dryrun=request.dryrun, process_budget=self._budget, direct=direct, verify=profile.verify))
+                dryrun=request.dryrun, process_budget=self._budget, direct=direct, verify=profile.verify,
+                preserve=preserve))
             command = " ".join([ENGINE_COMMAND] + (["--dryrun"] if request.dryrun else [])
-                               + (["--direct"] if direct else []) + (["--verify"] if profile.verify else [])
-                               + [paths.source, paths.destination])
+                               + (["--direct"] if direct else []) + (["--preserve"] if preserve else [])
+                               + (["--verify"] if profile.verify else []) + [paths.source, paths.destination])
         else:
             argv = profile.argv(paths.source, paths.destination)
             work = _CommandWork(CommandJob(argv, dryrun=request.dryrun))
@@ -411,16 +412,15 @@ def _save_rows(store: Store, rows: List[Any]) -> None:
             store.save(name, rec, temps, durable=False)
 
 
-def _wants_direct(dcp_options: str) -> bool:
-    """dcp's ``--direct`` (``-s``) in ``dcpOptions``: the engine's O_DIRECT writes.
-
-    The engine understands only this one dcp option; the others tune dcp itself and are ignored.
-    """
+def _engine_options(dcp_options: str) -> Tuple[bool, bool]:
+    """The dcp options of ``dcpOptions`` the engine understands: ``--direct`` (``-s``: O_DIRECT
+    writes) and ``--preserve`` (``-p``: times as well as modes). The others tune dcp itself and
+    are ignored."""
     try:
         words = shlex.split(dcp_options)
     except ValueError as exc:
         raise BadRequest("unable to parse dcpOptions: %s" % exc) from None
-    return "--direct" in words or "-s" in words
+    return ("--direct" in words or "-s" in words), ("--preserve" in words or "-p" in words)
 
 
 def _worker_hint(request: CopyRequest, default: int) -> int:

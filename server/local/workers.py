@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Optional, Set, Tuple
 
@@ -56,17 +55,18 @@ class CopierSettings:
     trees: Tuple[beneath.Tree, beneath.Tree]  # the open (source, destination) roots
     direct_min: int = 0  # files this big are written with O_DIRECT (0: never)
     verify: bool = False
+    preserve: bool = False  # times too (dcp's -p); the mode always
 
     def copier(self, counter: List[int], outcome: Outcome) -> Copier:
         return Copier(self.token, self.umask, self.chunk, counter, outcome.stopping,
                       direct_min=self.direct_min, trees=self.trees, verify=self.verify,
-                      on_mismatch=outcome.mismatch)
+                      on_mismatch=outcome.mismatch, preserve=self.preserve)
 
     def worker_config(self) -> Tuple[tuple, Tuple[int, int]]:
         """The config frame of a worker process, and the root descriptors sent after it."""
         src, dst = self.trees
         config = (self.token, self.umask, self.chunk, self.direct_min,
-                  src.path, copier.PASSED_FDS, dst.path, copier.PASSED_FDS, self.verify)
+                  src.path, copier.PASSED_FDS, dst.path, copier.PASSED_FDS, self.verify, self.preserve)
         return config, (src.fd, dst.fd)
 
 
@@ -128,9 +128,6 @@ class Crew:
                 raise Stopped()
             try:
                 self.queue.put(batch, timeout=0.2)
-                # Let the feeding and reading threads run now rather than at the end of the walk's
-                # switch interval (5 ms); removing it measured no change (docs/performance.md).
-                time.sleep(0)
                 return
             except queue.Full:
                 continue
