@@ -10,7 +10,7 @@ import time
 
 import pytest
 from copy_offload.server.local import copier
-from copy_offload.server.local.engine import SAMPLE, CopyCancelled, CopyJob
+from copy_offload.server.local.engine import CopyCancelled, CopyJob
 from test_local_trees import leftovers, write
 
 

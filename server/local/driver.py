@@ -255,10 +255,26 @@ class LocalDriver(Driver):
     # ------------------------------------------------------------------ Driver API
 
     async def submit(self, request: CopyRequest) -> str:
-        loop = self._loop_now()
         profile = self.profiles.get(request.dmProfile)
-        paths = await loop.run_in_executor(
-            None, self.confinement.request, request.sourcePath, request.destinationPath)
+        # One hop to a thread for the file system work and one to the db thread for the record
+        # (its name and its row in one transaction, one disk flush): each hop costs ~0.3 ms.
+        work, command = await self._loop_now().run_in_executor(None, self._plan, request, profile)
+        state = RequestState(state=RES_RUNNING, command=command, start_time=_now())
+        try:
+            name = await self._in_db(self.store.create, self._name_for, state, work.temporaries())
+        except Exception as exc:
+            log.exception("cannot record a new request")
+            raise Internal("unable to record the request: %s" % exc) from None
+        req = _Request(name, work, state, profile, request)
+        self._requests.add(req)
+        thread = threading.Thread(target=self._run, args=(req,), name="copy-offload-" + name, daemon=True)
+        thread.start()
+        log.debug("request %s: %r", name, command)  # repr: client paths may hold control characters
+        return name
+
+    def _plan(self, request: CopyRequest, profile: Profile) -> Tuple[_Work, str]:
+        """In a thread: confine the paths, make the job and let it refuse what cannot be done."""
+        paths = self.confinement.request(request.sourcePath, request.destinationPath)
         workers = _worker_hint(request, self.workers)
         if profile.builtin:
             direct, preserve = _engine_options(request.dcpOptions)
@@ -274,22 +290,13 @@ class LocalDriver(Driver):
             work = _CommandWork(CommandJob(argv, dryrun=request.dryrun))
             command = " ".join(argv)
         try:
-            await loop.run_in_executor(None, work.prepare)
+            work.prepare()
         except CopyError as exc:
             raise (BadRequest if exc.client_error else Internal)(exc.message) from None
-        name = "%s--%s%d" % (self.node_name, NAME_BASE, await self._in_db(self.store.next_sequence))
-        state = RequestState(state=RES_RUNNING, command=command, start_time=_now())
-        req = _Request(name, work, state, profile, request)
-        try:
-            await self._in_db(self.store.save, name, state, work.temporaries())
-        except Exception as exc:
-            log.exception("cannot record request %s", name)
-            raise Internal("unable to record the request: %s" % exc) from None
-        self._requests.add(req)
-        thread = threading.Thread(target=self._run, args=(req,), name="copy-offload-" + name, daemon=True)
-        thread.start()
-        log.debug("request %s: %r", name, command)  # repr: client paths may hold control characters
-        return name
+        return work, command
+
+    def _name_for(self, number: int) -> str:
+        return "%s--%s%d" % (self.node_name, NAME_BASE, number)
 
     async def status(self, name: str, max_wait_secs: int) -> RequestState:
         req = self._requests.get(name)
