@@ -452,3 +452,58 @@ def test_cross_filesystem_copy_falls_back(tmp_path):
         copy(tmp_path / "f", os.path.join(other, "f"))
         with open(os.path.join(other, "f"), "rb") as handle:
             assert handle.read() == data
+
+
+def test_a_tree_across_file_systems_falls_back_file_by_file(tmp_path):
+    """copy_file_range refused between file systems: the tree's hot path falls back too."""
+    for i in range(20):
+        write(str(tmp_path / "src" / ("f%02d" % i)), os.urandom(i * 1000))
+    with tiny_tmpfs(str(tmp_path / "other"), size="1m") as other:
+        copy(tmp_path / "src", os.path.join(other, "tree"), workers=1)
+        assert snapshot(os.path.join(other, "tree"), times=False) == snapshot(str(tmp_path / "src"), times=False)
+
+
+def _names_copier(tmp_path, counter):
+    (tmp_path / "dst").mkdir(exist_ok=True)
+    return copier.Copier("tok", 0o022, 1 << 16, counter, lambda: False)
+
+
+def test_new_files_by_name_take_the_general_way_when_they_must(tmp_path):
+    """A names batch (the walk's fast path) with what it cannot copy in one call mixed in."""
+    src = tmp_path / "src"
+    write(str(src / "small"), b"s" * 100)
+    write(str(src / "empty"), b"")
+    write(str(src / "chunks"), os.urandom(200_000))  # more than the 64 KiB chunk
+    write(str(src / "setgid"), b"g", 0o2750)  # a mode the umask would cut: set again
+    with open(src / "sparse", "wb") as handle:
+        handle.truncate(2 << 20)  # a hole only: copied by extent
+    write(str(src / "statted"), b"known", 0o600)
+    os.symlink("small", src / "link")
+    counter = [0, 0, 0, 0, 0]
+    worker = _names_copier(tmp_path, counter)
+    names = ["small", "empty", "chunks", "setgid", "sparse",
+             ("statted", "statted", copier.KIND_FILE, 5, 0o100600, 0, 0, False),
+             ("link", "link", copier.KIND_LINK, 0, 0, 0, 0, False)]
+    worker.copy_batch((str(src), str(tmp_path / "dst"), names, False))
+    assert snapshot(str(tmp_path / "dst"), times=False) == {
+        **snapshot(str(src), times=False), ".": snapshot(str(tmp_path / "dst"), times=False)["."]}
+    assert os.stat(tmp_path / "dst" / "sparse").st_blocks == 0
+    assert counter[:2] == [100 + 200_000 + 1 + (2 << 20) + 5, 7]
+
+
+@pytest.mark.parametrize("case", ["missing source", "destination exists"])
+def test_new_files_by_name_fail_naming_the_step_and_the_path(tmp_path, case):
+    write(str(tmp_path / "src" / "f"), b"data")
+    worker = _names_copier(tmp_path, [0, 0, 0, 0, 0])
+    name = "gone" if case == "missing source" else "f"
+    if case == "destination exists":
+        write(str(tmp_path / "dst" / "f"), b"in the way")
+    with pytest.raises(copier.Failure) as info:
+        worker.copy_batch((str(tmp_path / "src"), str(tmp_path / "dst"), [name], False))
+    if case == "missing source":
+        assert (info.value.step, info.value.path, info.value.code) == (
+            "reading", str(tmp_path / "src" / "gone"), errno.ENOENT)
+    else:
+        assert (info.value.step, info.value.path, info.value.code) == (
+            "creating", str(tmp_path / "dst" / "f"), errno.EEXIST)
+        assert (tmp_path / "dst" / "f").read_bytes() == b"in the way"
