@@ -30,7 +30,8 @@ skips recently deleted inodes (for 60 s, 360 s while their inode table is dirty)
 allocates new ones, which makes whoever creates files right after a big delete much slower. For
 the same reason the benchmark first probes file creation and waits until it runs at normal
 speed. Large-file copies and tmpfs copies are deleted after each run (no such effect; space);
-the kept disk copies are removed by a background ``rm -rf`` once the tables are printed.
+the kept disk copies are removed by a background ``rm -rf`` once the tables are printed, and a
+later run waits for that removal to end before it measures on disk.
 """
 
 from __future__ import annotations
@@ -111,6 +112,36 @@ def settle(base: str, limit: float = 400.0, normal: float = 60e-6) -> None:
             return
         print("file creation is slow (%.0f us per file: recently deleted inodes?); waiting 15 s" % (each * 1e6), flush=True)
         time.sleep(15)
+
+
+def earlier_removals(base_dir: str) -> list:
+    """The pids of ``rm -rf`` processes an earlier run left removing its disk data in ``base_dir``."""
+    prefix = os.path.join(base_dir, "bench-copy-")
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if argv[:2] == [b"rm", b"-rf"] and len(argv) > 2 and os.fsdecode(argv[2]).startswith(prefix):
+            found.append(int(entry))
+    return found
+
+
+def wait_for_removals(base_dir: str, limit: float = 900.0) -> None:
+    """An earlier run's disk copies still being deleted (journal and discards) slow whoever
+    creates files meanwhile, unevenly: wait for them to be gone before measuring."""
+    deadline = time.monotonic() + limit
+    pids = earlier_removals(base_dir)
+    if pids:
+        print("waiting for an earlier run's removal of its disk data (rm pid %s)" % ", ".join(map(str, pids)),
+              flush=True)
+    while pids and time.monotonic() < deadline:
+        time.sleep(2)
+        pids = earlier_removals(base_dir)
 
 
 def can_drop_caches() -> bool:
@@ -269,6 +300,7 @@ def main() -> int:
         for where, base in places:
             print("%s data in %s (%s)" % (where, base, fs_type(base)), flush=True)
             if where == "disk":
+                wait_for_removals(args.dir)
                 subprocess.run(["sync"], check=True)
                 settle(base)
             if where == "disk" and args.only in (None, "file") and args.size_mib > 0:
