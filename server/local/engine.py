@@ -4,9 +4,10 @@ How a job runs, and why (numbers: bench/bench_copy.py, docs/performance.md):
 
 * Every path is reached beneath its allowed root's descriptor and never through a symlink
   (beneath.py): a directory swapped for a symlink mid-copy fails the copy, naming the path.
-* The calling thread walks the source with ``os.scandir`` on directory descriptors (one
-  ``fstatat`` per entry, no pathlib), creates destination directories as it goes, and queues batches of files of one
-  directory (a single file is copied in the job's own thread). Copiers (workers.py: worker
+* The calling thread walks the source with ``os.scandir`` on directory descriptors (the
+  listing's ``d_type``; a stat only for directories, links and a sample of a directory's files),
+  creates destination directories as it goes, and queues batches of files of one directory, a
+  new directory's regular files as bare names (a single file is copied in the job's own thread). Copiers (workers.py: worker
   processes, threads where processes are off) copy them
   with ``copy_file_range`` (copier.py). The engine owns the plan and hands the crew batches and
   one ``CopierSettings`` record; the crew never calls the engine back: what its copiers find
