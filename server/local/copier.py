@@ -297,17 +297,7 @@ class Copier:
                 fo = os.open(dname, self.dst_flags, perm, dir_fd=dfd)
             step = "copying"
             if size:
-                if size <= self.small and not sparse:  # one call: the common case of a tree
-                    try:
-                        copied = os.copy_file_range(fi, fo, size, 0, 0)
-                    except OSError as exc:
-                        if exc.errno not in FALLBACK_ERRNOS:
-                            raise
-                        copied = 0  # refused here: copy_range() falls back, as for any file
-                    counter[0] += copied
-                    if copied < size:  # short (or refused): the rest the usual way
-                        self.copy_range(fi, fo, copied, size - copied)
-                elif sparse:
+                if sparse:
                     self.copy_sparse(fi, fo, size)
                 elif not (self.direct_min and size >= self.direct_min and self.copy_direct(fi, fo, size)):
                     self.copy_range(fi, fo, 0, size)
