@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from copy_offload.server.local import copier
+from copy_offload.server.local import copier, workers
 from copy_offload.server.local.engine import CopyCancelled, CopyJob
 from test_local_trees import leftovers, write
 
@@ -132,3 +132,12 @@ def test_a_source_swapped_for_a_fifo_after_the_walk_fails_instead_of_blocking(tm
     (failure,) = outcome
     assert "no longer a regular file" in failure.text and failure.path == str(tmp_path / "src" / "f")
     assert os.listdir(tmp_path / "dst") == []
+
+
+def test_frames_grow_with_the_queue_and_shrink_as_it_drains():
+    """Big frames while much waits (fewer hand-offs), FRAME_FILES near the end (an even finish)."""
+    assert workers.frame_limit(0, 2) == workers.frame_limit(5, 2) == workers.FRAME_FILES
+    assert workers.frame_limit(256, 2) == workers.FRAME_FILES_MAX
+    middle = workers.frame_limit(40, 2)
+    assert workers.FRAME_FILES < middle < workers.FRAME_FILES_MAX
+    assert workers.frame_limit(40, 4) < middle  # the same queue shared by more copiers
