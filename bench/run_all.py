@@ -110,6 +110,13 @@ def verdict_copy(out: str) -> List[str]:
     lines = [_judge("%s, through the server vs `%s` (paired ratio, >1 = ours faster)"
                     % (labels.get(key, key), peer), _ratio(rows.get(key, {}).get(peer)), target)
              for key, peer, target in COPY_TARGETS]
+    tables = re.split(r"\n(?=one large file|tree of small files)", out)
+    for key in ("tree disk", "tree tmpfs"):
+        table = next((text for text in tables if text.startswith("tree of small files on %s " % key.split()[1])), "")
+        kept = re.search(r"copy-offload -p \(times kept too\) against cp -a: ([\d.]+)x", table)
+        if kept:
+            lines.append("%s, through the server with `-p` (times kept) vs `cp -a`: %sx paired (no target)"
+                         % (labels.get(key, key), kept.group(1)))
     for key in ("file disk", "tree disk", "tree tmpfs"):
         dcp = _ratio(rows.get(key, {}).get("dcp -np 2"))
         if dcp is not None:

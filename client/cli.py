@@ -113,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("--slots", type=int, default=-1, help="MPI slots (-1 = profile, 0 = none)")
     copy.add_argument("--max-slots", type=int, default=-1, help="MPI max slots (-1 = profile, 0 = none)")
     copy.add_argument("--dryrun", action="store_true", help="walk and count, write nothing")
-    copy.add_argument("--dcp-options", default="", metavar="OPTIONS", help="extra dcp options (nnf driver)")
+    copy.add_argument("--dcp-options", default="", metavar="OPTIONS", help="extra dcp options (nnf driver); the local engine understands -p/--preserve (keep times) and --direct")
     copy.add_argument("--mpirun-options", default="", metavar="OPTIONS", help="extra mpirun options (nnf driver)")
     copy.add_argument("--store-stdout", action="store_true", help="keep the copy's output in its status")
     status = command("status", "show a request's status")

@@ -72,7 +72,7 @@ def test_copy_to_completion_with_the_full_status(env):
     name, doc = run(main())
     assert name == "node7--nnf-copy-offload-0"
     assert wire.split_request_name(name) == ("node7", "nnf-copy-offload-0")
-    assert snapshot(str(root / "dst")) == snapshot(str(root / "src"))
+    assert snapshot(str(root / "dst"), times=False) == snapshot(str(root / "src"), times=False)
     assert (doc["state"], doc["status"]) == ("completed", "success")
     cs = doc["commandStatus"]
     assert cs["command"] == "copy-offload-engine %s %s" % (root / "src", root / "dst")
@@ -253,7 +253,7 @@ def test_dryrun_with_the_engine_and_an_existing_directory_destination(env):
     assert dry["commandStatus"]["command"].startswith("copy-offload-engine --dryrun ")
     assert dry["commandStatus"]["filesTotal"] == 310 and dry["commandStatus"]["filesCopied"] == 0
     assert real["status"] == "success"
-    assert snapshot(str(root / "into" / "src")) == snapshot(str(root / "src"))
+    assert snapshot(str(root / "into" / "src"), times=False) == snapshot(str(root / "src"), times=False)
 
 
 def test_fifty_requests_at_once(env):
@@ -316,6 +316,29 @@ def test_dcp_direct_option_reaches_the_engine(env):
     assert doc["commandStatus"]["command"] == "copy-offload-engine --direct %s %s" % (root / "big", root / "copy")
     assert (root / "copy").read_bytes() == data
     assert http_code(error) == 400 and error.message.startswith("unable to parse dcpOptions")
+
+
+def test_dcp_preserve_option_keeps_times_and_the_default_does_not(env):
+    """As dcp: times only with -p/--preserve; the mode either way."""
+    tmp, root = env
+    write(str(root / "f"), b"data", 0o640, 1_500_000_000_000_000_000)
+
+    async def main():
+        d = driver(tmp, root)
+        await d.start()
+        docs = [await status_doc(d, await d.submit(request(root / "f", root / name, dcpOptions=options)), -1)
+                for name, options in (("kept", "-p"), ("also", "--progress 1 --preserve"), ("plain", ""))]
+        await d.close()
+        return docs
+
+    docs = run(main())
+    assert [doc["status"] for doc in docs] == ["success"] * 3
+    assert docs[0]["commandStatus"]["command"] == "copy-offload-engine --preserve %s %s" % (root / "f", root / "kept")
+    modes_times = [(os.stat(root / name).st_mode & 0o777, os.stat(root / name).st_mtime_ns)
+                   for name in ("kept", "also")]
+    assert modes_times == [(0o640, 1_500_000_000_000_000_000)] * 2
+    plain = os.stat(root / "plain")
+    assert plain.st_mode & 0o777 == 0o640 and plain.st_mtime_ns > 1_700_000_000_000_000_000
 
 
 def test_worker_hint_from_slots():

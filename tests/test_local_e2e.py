@@ -31,7 +31,7 @@ def tree_digest(root: str) -> dict:
                 out[rel] = ("dir", st.st_mode)
             else:
                 with open(path, "rb") as f:
-                    out[rel] = ("file", st.st_mode, int(st.st_mtime), hashlib.sha256(f.read()).hexdigest())
+                    out[rel] = ("file", st.st_mode, hashlib.sha256(f.read()).hexdigest())
     return out
 
 

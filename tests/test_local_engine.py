@@ -26,7 +26,7 @@ def copy(src, dst, **kwargs):
 def test_tree_copies_byte_for_byte_with_modes_times_and_symlinks(tmp_path, workers):
     src = tmp_path / "src"
     make_tree(str(src))
-    progress = copy(src, tmp_path / "dst", workers=workers)
+    progress = copy(src, tmp_path / "dst", workers=workers, preserve=True)
     assert snapshot(str(tmp_path / "dst")) == snapshot(str(src))
     assert os.readlink(tmp_path / "dst" / "a" / "abs-link") == "/etc/hostname"  # copied, not followed
     assert progress.files_done == progress.files_total == 310
@@ -41,7 +41,7 @@ def test_tree_copies_byte_for_byte_with_modes_times_and_symlinks(tmp_path, worke
 def test_threads_only_when_processes_are_off_or_the_budget_is_spent(tmp_path, options):
     src = tmp_path / "src"
     make_tree(str(src))
-    job = CopyJob(str(src), str(tmp_path / "dst"), workers=3, **options)
+    job = CopyJob(str(src), str(tmp_path / "dst"), workers=3, preserve=True, **options)
     job.run()
     assert snapshot(str(tmp_path / "dst")) == snapshot(str(src))
     assert job._crew is not None and all(m.__class__.__name__ == "_ThreadMember" for m in job._crew.members)
@@ -52,7 +52,7 @@ def test_existing_directory_destination_receives_the_source(tmp_path):
     make_tree(str(src))
     (tmp_path / "dest").mkdir()
     write(str(tmp_path / "dest" / "other"), b"keep me")
-    job = CopyJob(str(src), str(tmp_path / "dest"))
+    job = CopyJob(str(src), str(tmp_path / "dest"), preserve=True)
     job.run()
     assert job.target == str(tmp_path / "dest" / "src")
     assert snapshot(str(tmp_path / "dest" / "src")) == snapshot(str(src))
@@ -63,12 +63,12 @@ def test_second_copy_merges_replacing_files_and_keeping_extra_ones(tmp_path):
     src = tmp_path / "src"
     make_tree(str(src))
     (tmp_path / "dst").mkdir()
-    copy(src, tmp_path / "dst")  # dst/src is new: built staged, renamed into place
+    copy(src, tmp_path / "dst", preserve=True)  # dst/src is new: built staged, renamed into place
     write(str(src / "top.txt"), b"changed\n", 0o600)
     write(str(src / "many" / "f001"), b"new content")
     (tmp_path / "dst" / "src" / "a" / "b" / "c" / "deep.bin").unlink()
     write(str(tmp_path / "dst" / "src" / "a" / "b" / "extra"), b"mine")
-    copy(src, tmp_path / "dst")  # dst/src exists: a merge, every file replaced atomically
+    copy(src, tmp_path / "dst", preserve=True)  # dst/src exists: a merge, every file replaced atomically
     got = snapshot(str(tmp_path / "dst" / "src"))
     assert got.pop(os.path.join("a", "b", "extra"))[3] == b"mine"
     assert got == snapshot(str(src))  # directory modes and times are applied to merged ones too
@@ -77,7 +77,7 @@ def test_second_copy_merges_replacing_files_and_keeping_extra_ones(tmp_path):
 
 def test_single_file_to_new_path_existing_dir_and_over_a_file(tmp_path):
     write(str(tmp_path / "f.bin"), os.urandom(100_000), 0o604, 1_234_567_890_000_000_000)
-    copy(tmp_path / "f.bin", tmp_path / "new" / "deeper" / "g.bin")  # parents made, as mkdir -p
+    copy(tmp_path / "f.bin", tmp_path / "new" / "deeper" / "g.bin", preserve=True)  # parents made, as mkdir -p
     assert (tmp_path / "new" / "deeper" / "g.bin").read_bytes() == (tmp_path / "f.bin").read_bytes()
     st = os.stat(tmp_path / "new" / "deeper" / "g.bin")
     assert (st.st_mode & 0o7777, st.st_mtime_ns) == (0o604, 1_234_567_890_000_000_000)
@@ -88,6 +88,21 @@ def test_single_file_to_new_path_existing_dir_and_over_a_file(tmp_path):
     copy(tmp_path / "f.bin", tmp_path / "over")
     assert (tmp_path / "over").read_bytes() == (tmp_path / "f.bin").read_bytes()
     assert leftovers(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_without_preserve_modes_are_kept_and_times_are_the_copys(tmp_path, workers):
+    """dcp's default (and cp -r's): the mode of every file and directory, not its times."""
+    src = tmp_path / "src"
+    make_tree(str(src))
+    before = time.time_ns()
+    copy(src, tmp_path / "dst", workers=workers)
+    got, want = snapshot(str(tmp_path / "dst")), snapshot(str(src))
+    assert got.keys() == want.keys()
+    for rel, (kind, mode_or_text, mtime, *content) in got.items():
+        assert (kind, mode_or_text, *content) == (want[rel][0], want[rel][1], *want[rel][3:]), rel
+        assert mtime >= before - 10**9, rel  # the time of the copy (file system clocks are coarse)
+    assert sum(entry[2] < before - 10**9 for entry in want.values()) > 300  # the sources': years ago
 
 
 def test_empty_file_and_empty_directory(tmp_path):
@@ -437,3 +452,58 @@ def test_cross_filesystem_copy_falls_back(tmp_path):
         copy(tmp_path / "f", os.path.join(other, "f"))
         with open(os.path.join(other, "f"), "rb") as handle:
             assert handle.read() == data
+
+
+def test_a_tree_across_file_systems_falls_back_file_by_file(tmp_path):
+    """copy_file_range refused between file systems: the tree's hot path falls back too."""
+    for i in range(20):
+        write(str(tmp_path / "src" / ("f%02d" % i)), os.urandom(i * 1000))
+    with tiny_tmpfs(str(tmp_path / "other"), size="1m") as other:
+        copy(tmp_path / "src", os.path.join(other, "tree"), workers=1)
+        assert snapshot(os.path.join(other, "tree"), times=False) == snapshot(str(tmp_path / "src"), times=False)
+
+
+def _names_copier(tmp_path, counter):
+    (tmp_path / "dst").mkdir(exist_ok=True)
+    return copier.Copier("tok", 0o022, 1 << 16, counter, lambda: False)
+
+
+def test_new_files_by_name_take_the_general_way_when_they_must(tmp_path):
+    """A names batch (the walk's fast path) with what it cannot copy in one call mixed in."""
+    src = tmp_path / "src"
+    write(str(src / "small"), b"s" * 100)
+    write(str(src / "empty"), b"")
+    write(str(src / "chunks"), os.urandom(200_000))  # more than the 64 KiB chunk
+    write(str(src / "setgid"), b"g", 0o2750)  # a mode the umask would cut: set again
+    with open(src / "sparse", "wb") as handle:
+        handle.truncate(2 << 20)  # a hole only: copied by extent
+    write(str(src / "statted"), b"known", 0o600)
+    os.symlink("small", src / "link")
+    counter = [0, 0, 0, 0, 0]
+    worker = _names_copier(tmp_path, counter)
+    names = ["small", "empty", "chunks", "setgid", "sparse",
+             ("statted", "statted", copier.KIND_FILE, 5, 0o100600, 0, 0, False),
+             ("link", "link", copier.KIND_LINK, 0, 0, 0, 0, False)]
+    worker.copy_batch((str(src), str(tmp_path / "dst"), names, False))
+    assert snapshot(str(tmp_path / "dst"), times=False) == {
+        **snapshot(str(src), times=False), ".": snapshot(str(tmp_path / "dst"), times=False)["."]}
+    assert os.stat(tmp_path / "dst" / "sparse").st_blocks == 0
+    assert counter[:2] == [100 + 200_000 + 1 + (2 << 20) + 5, 7]
+
+
+@pytest.mark.parametrize("case", ["missing source", "destination exists"])
+def test_new_files_by_name_fail_naming_the_step_and_the_path(tmp_path, case):
+    write(str(tmp_path / "src" / "f"), b"data")
+    worker = _names_copier(tmp_path, [0, 0, 0, 0, 0])
+    name = "gone" if case == "missing source" else "f"
+    if case == "destination exists":
+        write(str(tmp_path / "dst" / "f"), b"in the way")
+    with pytest.raises(copier.Failure) as info:
+        worker.copy_batch((str(tmp_path / "src"), str(tmp_path / "dst"), [name], False))
+    if case == "missing source":
+        assert (info.value.step, info.value.path, info.value.code) == (
+            "reading", str(tmp_path / "src" / "gone"), errno.ENOENT)
+    else:
+        assert (info.value.step, info.value.path, info.value.code) == (
+            "creating", str(tmp_path / "dst" / "f"), errno.EEXIST)
+        assert (tmp_path / "dst" / "f").read_bytes() == b"in the way"

@@ -9,8 +9,8 @@ import threading
 import time
 
 import pytest
-from copy_offload.server.local import copier
-from copy_offload.server.local.engine import SAMPLE, CopyCancelled, CopyJob
+from copy_offload.server.local import copier, workers
+from copy_offload.server.local.engine import CopyCancelled, CopyJob
 from test_local_trees import leftovers, write
 
 
@@ -85,14 +85,14 @@ class RecordingJob(CopyJob):
         super()._submit(batch)
 
 
-def test_walk_stats_a_sample_and_gives_a_small_file_directory_to_one_copier(tmp_path):
+def test_walk_samples_a_small_file_directory_and_gives_it_to_one_copier_as_names(tmp_path):
     for i in range(50):
         write(str(tmp_path / "src" / "small" / ("f%02d" % i)), b"y" * i)
     job = RecordingJob(str(tmp_path / "src"), str(tmp_path / "out"), workers=2)
     progress = job.run()
     (directory, entries), = job.batches
     assert directory.endswith("small") and len(entries) == 50
-    assert sum(entry[3] == copier.SIZE_UNKNOWN for entry in entries) == 50 - SAMPLE
+    assert all(isinstance(entry, str) for entry in entries)  # bare names: the copiers stat them
     assert progress.bytes_total == progress.bytes_done == sum(range(50))  # learned by the copiers
     assert (tmp_path / "out" / "small" / "f49").read_bytes() == b"y" * 49
 
@@ -132,3 +132,12 @@ def test_a_source_swapped_for_a_fifo_after_the_walk_fails_instead_of_blocking(tm
     (failure,) = outcome
     assert "no longer a regular file" in failure.text and failure.path == str(tmp_path / "src" / "f")
     assert os.listdir(tmp_path / "dst") == []
+
+
+def test_frames_grow_with_the_queue_and_shrink_as_it_drains():
+    """Big frames while much waits (fewer hand-offs), FRAME_FILES near the end (an even finish)."""
+    assert workers.frame_limit(0, 2) == workers.frame_limit(5, 2) == workers.FRAME_FILES
+    assert workers.frame_limit(256, 2) == workers.FRAME_FILES_MAX
+    middle = workers.frame_limit(40, 2)
+    assert workers.FRAME_FILES < middle < workers.FRAME_FILES_MAX
+    assert workers.frame_limit(40, 4) < middle  # the same queue shared by more copiers

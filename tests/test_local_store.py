@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import stat
 
+import pytest
 from copy_offload.client.wire import RequestState, status_document
 from copy_offload.server.local.store import DB_NAME, RESTART_MESSAGE, Store
 
@@ -34,6 +35,25 @@ def test_records_and_counter_survive_reopen(tmp_path):
     assert loaded == finished()
     assert status_document(loaded) == status_document(finished())
     assert again.load("unknown") is None
+    again.close()
+
+
+def test_create_names_and_records_a_request_in_one_transaction(tmp_path):
+    store = Store(str(tmp_path / "state"))
+    running = RequestState(state="Running", command="c", start_time=T0)
+    names = [store.create("n--nnf-copy-offload-{}".format, running, ["/t/.x.copy-offload-%d.tmp" % i])
+             for i in range(2)]
+    assert names == ["n--nnf-copy-offload-0", "n--nnf-copy-offload-1"]
+
+    def refuse(number):
+        raise ValueError("no name for %d" % number)
+
+    with pytest.raises(ValueError):
+        store.create(refuse, running, [])
+    store.close()
+    again = Store(str(tmp_path / "state"))
+    assert again.next_sequence() == 2  # the failed create took no number
+    assert [name for name, _temps in again.recover()] == names
     again.close()
 
 

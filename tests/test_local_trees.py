@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 MARK = ".copy-offload-"
 
@@ -39,23 +39,28 @@ def make_tree(root: str) -> None:
     os.utime(os.path.join(root, "a"), ns=(1, 1_300_000_000_000_000_000))
 
 
-def snapshot(root: str) -> Dict[str, Tuple]:
-    """Relative path -> (kind, mode, mtime_ns, content or link text) for a whole tree."""
+def snapshot(root: str, times: bool = True) -> Dict[str, Tuple]:
+    """Relative path -> (kind, mode, mtime_ns, content or link text) for a whole tree; mtime_ns
+    None without ``times`` (a copy without dcp's -p keeps modes, not times)."""
     result: Dict[str, Tuple] = {}
+
+    def mtime(st: os.stat_result) -> Optional[int]:
+        return st.st_mtime_ns if times else None
+
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             path = os.path.join(dirpath, name)
             rel = os.path.relpath(path, root)
             st = os.lstat(path)
             if stat.S_ISLNK(st.st_mode):
-                result[rel] = ("link", os.readlink(path), st.st_mtime_ns)
+                result[rel] = ("link", os.readlink(path), mtime(st))
             elif stat.S_ISDIR(st.st_mode):
-                result[rel] = ("dir", stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+                result[rel] = ("dir", stat.S_IMODE(st.st_mode), mtime(st))
             else:
                 with open(path, "rb") as handle:
-                    result[rel] = ("file", stat.S_IMODE(st.st_mode), st.st_mtime_ns, handle.read())
+                    result[rel] = ("file", stat.S_IMODE(st.st_mode), mtime(st), handle.read())
     st = os.stat(root)
-    result["."] = ("dir", stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+    result["."] = ("dir", stat.S_IMODE(st.st_mode), mtime(st))
     return result
 
 

@@ -188,8 +188,8 @@ class Tree:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
-    def set_dir_meta(self, rel: str, st: os.stat_result) -> None:
-        """Mode and times of the directory ``rel`` from ``st``, set on its descriptor."""
+    def set_dir_meta(self, rel: str, st: os.stat_result, times: bool = True) -> None:
+        """Mode (and, with ``times``, times) of the directory ``rel`` from ``st``, set on its descriptor."""
         try:
             fd = self.opendir(rel)
         except PermissionError:  # a directory its owner may not read: pin it with O_PATH
@@ -197,13 +197,15 @@ class Tree:
             try:
                 pinned = "/proc/self/fd/%d" % fd  # names this very inode, whatever the path is now
                 os.chmod(pinned, stat.S_IMODE(st.st_mode))
-                os.utime(pinned, ns=(st.st_atime_ns, st.st_mtime_ns))
+                if times:
+                    os.utime(pinned, ns=(st.st_atime_ns, st.st_mtime_ns))
             finally:
                 os.close(fd)
             return
         try:
             os.chmod(fd, stat.S_IMODE(st.st_mode))
-            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            if times:
+                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
             os.close(fd)
 

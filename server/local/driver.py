@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, List, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from copy_offload.client import wire
 from copy_offload.client.wire import (
@@ -255,40 +255,48 @@ class LocalDriver(Driver):
     # ------------------------------------------------------------------ Driver API
 
     async def submit(self, request: CopyRequest) -> str:
-        loop = self._loop_now()
         profile = self.profiles.get(request.dmProfile)
-        paths = await loop.run_in_executor(
-            None, self.confinement.request, request.sourcePath, request.destinationPath)
-        workers = _worker_hint(request, self.workers)
-        if profile.builtin:
-            direct = _wants_direct(request.dcpOptions)
-            work: _Work = _EngineWork(CopyJob(
-                paths.source, paths.destination, roots=self.confinement.roots, workers=workers,
-                dryrun=request.dryrun, process_budget=self._budget, direct=direct, verify=profile.verify))
-            command = " ".join([ENGINE_COMMAND] + (["--dryrun"] if request.dryrun else [])
-                               + (["--direct"] if direct else []) + (["--verify"] if profile.verify else [])
-                               + [paths.source, paths.destination])
-        else:
-            argv = profile.argv(paths.source, paths.destination)
-            work = _CommandWork(CommandJob(argv, dryrun=request.dryrun))
-            command = " ".join(argv)
-        try:
-            await loop.run_in_executor(None, work.prepare)
-        except CopyError as exc:
-            raise (BadRequest if exc.client_error else Internal)(exc.message) from None
-        name = "%s--%s%d" % (self.node_name, NAME_BASE, await self._in_db(self.store.next_sequence))
+        # One hop to a thread for the file system work and one to the db thread for the record
+        # (its name and its row in one transaction, one disk flush): each hop costs ~0.3 ms.
+        work, command = await self._loop_now().run_in_executor(None, self._plan, request, profile)
         state = RequestState(state=RES_RUNNING, command=command, start_time=_now())
-        req = _Request(name, work, state, profile, request)
         try:
-            await self._in_db(self.store.save, name, state, work.temporaries())
+            name = await self._in_db(self.store.create, self._name_for, state, work.temporaries())
         except Exception as exc:
-            log.exception("cannot record request %s", name)
+            log.exception("cannot record a new request")
             raise Internal("unable to record the request: %s" % exc) from None
+        req = _Request(name, work, state, profile, request)
         self._requests.add(req)
         thread = threading.Thread(target=self._run, args=(req,), name="copy-offload-" + name, daemon=True)
         thread.start()
         log.debug("request %s: %r", name, command)  # repr: client paths may hold control characters
         return name
+
+    def _plan(self, request: CopyRequest, profile: Profile) -> Tuple[_Work, str]:
+        """In a thread: confine the paths, make the job and let it refuse what cannot be done."""
+        paths = self.confinement.request(request.sourcePath, request.destinationPath)
+        workers = _worker_hint(request, self.workers)
+        if profile.builtin:
+            direct, preserve = _engine_options(request.dcpOptions)
+            work: _Work = _EngineWork(CopyJob(
+                paths.source, paths.destination, roots=self.confinement.roots, workers=workers,
+                dryrun=request.dryrun, process_budget=self._budget, direct=direct, verify=profile.verify,
+                preserve=preserve))
+            command = " ".join([ENGINE_COMMAND] + (["--dryrun"] if request.dryrun else [])
+                               + (["--direct"] if direct else []) + (["--preserve"] if preserve else [])
+                               + (["--verify"] if profile.verify else []) + [paths.source, paths.destination])
+        else:
+            argv = profile.argv(paths.source, paths.destination)
+            work = _CommandWork(CommandJob(argv, dryrun=request.dryrun))
+            command = " ".join(argv)
+        try:
+            work.prepare()
+        except CopyError as exc:
+            raise (BadRequest if exc.client_error else Internal)(exc.message) from None
+        return work, command
+
+    def _name_for(self, number: int) -> str:
+        return "%s--%s%d" % (self.node_name, NAME_BASE, number)
 
     async def status(self, name: str, max_wait_secs: int) -> RequestState:
         req = self._requests.get(name)
@@ -411,16 +419,15 @@ def _save_rows(store: Store, rows: List[Any]) -> None:
             store.save(name, rec, temps, durable=False)
 
 
-def _wants_direct(dcp_options: str) -> bool:
-    """dcp's ``--direct`` (``-s``) in ``dcpOptions``: the engine's O_DIRECT writes.
-
-    The engine understands only this one dcp option; the others tune dcp itself and are ignored.
-    """
+def _engine_options(dcp_options: str) -> Tuple[bool, bool]:
+    """The dcp options of ``dcpOptions`` the engine understands: ``--direct`` (``-s``: O_DIRECT
+    writes) and ``--preserve`` (``-p``: times as well as modes). The others tune dcp itself and
+    are ignored."""
     try:
         words = shlex.split(dcp_options)
     except ValueError as exc:
         raise BadRequest("unable to parse dcpOptions: %s" % exc) from None
-    return "--direct" in words or "-s" in words
+    return ("--direct" in words or "-s" in words), ("--preserve" in words or "-p" in words)
 
 
 def _worker_hint(request: CopyRequest, default: int) -> int:

@@ -4,9 +4,10 @@ How a job runs, and why (numbers: bench/bench_copy.py, docs/performance.md):
 
 * Every path is reached beneath its allowed root's descriptor and never through a symlink
   (beneath.py): a directory swapped for a symlink mid-copy fails the copy, naming the path.
-* The calling thread walks the source with ``os.scandir`` on directory descriptors (one
-  ``fstatat`` per entry, no pathlib), creates destination directories as it goes, and queues batches of files of one
-  directory (a single file is copied in the job's own thread). Copiers (workers.py: worker
+* The calling thread walks the source with ``os.scandir`` on directory descriptors (the
+  listing's ``d_type``; a stat only for directories, links and a sample of a directory's files),
+  creates destination directories as it goes, and queues batches of files of one directory, a
+  new directory's regular files as bare names (a single file is copied in the job's own thread). Copiers (workers.py: worker
   processes, threads where processes are off) copy them
   with ``copy_file_range`` (copier.py). The engine owns the plan and hands the crew batches and
   one ``CopierSettings`` record; the crew never calls the engine back: what its copiers find
@@ -18,7 +19,8 @@ How a job runs, and why (numbers: bench/bench_copy.py, docs/performance.md):
   A file that lands in a directory that already exists is written under a temporary name
   beside its final one and renamed when complete. Either way a cancel or a crash never leaves
   a torn file under a real name, and a cancel removes the temporaries.
-* Directory modes and times are applied after their contents; symlinks inside the tree are
+* Modes are kept (a directory's applied after its contents); times only with ``preserve``
+  (dcp's ``-p``; without it dcp and ``cp -r`` leave the time of the copy); symlinks inside the tree are
   copied as symlinks, never followed; special files (fifos, sockets, devices) are skipped and
   counted. Ownership is left to the copying user, as ``cp -r`` does.
 * ``dryrun`` walks and counts, and writes nothing.
@@ -162,9 +164,11 @@ class CopyJob:
         process_budget: Optional[threading.Semaphore] = None,
         direct: bool = False,
         verify: bool = False,
+        preserve: bool = False,
     ) -> None:
         self.source = source.rstrip("/") or "/"
         self.verify = verify
+        self.preserve = preserve
         self.destination = destination
         self.roots = tuple(roots) if roots else ("/",)
         self.dryrun = dryrun
@@ -301,7 +305,8 @@ class CopyJob:
 
     def _run(self, defer_cleanup: bool) -> Progress:
         settings = CopierSettings(self.token, self._umask, self.chunk, (self._src, self._dst),
-                                  direct_min=DIRECT_MIN if self.direct else 0, verify=self.verify)
+                                  direct_min=DIRECT_MIN if self.direct else 0, verify=self.verify,
+                                  preserve=self.preserve)
         outcome = self._outcome
         self._crew = Crew(self.workers, settings, outcome, processes=self.processes, budget=self.process_budget)
         try:
@@ -528,6 +533,8 @@ class CopyJob:
                     raise _Stop() from None
                 if merge or not dryrun:
                     dfd = self._open(dst, dst_dir, "opening directory")
+                if not (merge or dryrun):
+                    entries, files = self._submit_names(entries, sfd, src_dir, dst_dir, files)
                 batch: List[Entry] = []
                 batch_bytes = 0
                 # A directory's files go in batches of up to BATCH_FILES, never mixed with another
@@ -586,6 +593,31 @@ class CopyJob:
             if batch:
                 self._submit((src_dir, dst_dir, batch, merge))
 
+    def _submit_names(self, entries: List[os.DirEntry], sfd: int, src_dir: str, dst_dir: str,
+                      files: int) -> Tuple[List[os.DirEntry], int]:
+        """The fast path of a new directory: its regular files go as bare names (the copiers
+        stat them on their descriptors), in batches of BATCH_FILES, unless one of a sample is
+        large. Returns what is left for the careful loop (subdirectories, links, specials; or
+        every entry when the files must be statted and cut by bytes) and the file count."""
+        names = [entry.name for entry in entries if entry.is_file(follow_symlinks=False)]
+        if not names:
+            return entries, files
+        for name in names[:SAMPLE]:
+            try:
+                if os.stat(name, dir_fd=sfd, follow_symlinks=False).st_size >= LARGE:
+                    return entries, files
+            except OSError as exc:
+                self._fail(exc, "reading", self._src.show(src_dir, name))
+                raise _Stop() from None
+        for start in range(0, len(names), BATCH_FILES):
+            batch = names[start:start + BATCH_FILES]
+            files += len(batch)
+            self._files_total = files
+            self._submit((src_dir, dst_dir, batch, False))
+        if len(names) == len(entries):
+            return [], files
+        return [entry for entry in entries if not entry.is_file(follow_symlinks=False)], files
+
     def _subdir(self, dfd: int, dst_dir: str, name: str, merge: bool, st: os.stat_result,
                 src_dir: str) -> Tuple[str, bool]:
         """The destination of a source subdirectory, made (or staged) now; and whether it merges."""
@@ -620,7 +652,7 @@ class CopyJob:
         dst = self._dst
         for path, st, staged in reversed(self._dirs):
             if staged:
-                dst.set_dir_meta(path, st)
+                dst.set_dir_meta(path, st, self.preserve)
         for parent, temp, final in self._staged:
             fd = dst.opendir(parent)
             try:
@@ -631,7 +663,7 @@ class CopyJob:
         self._made_parents = []
         for path, st, staged in reversed(self._dirs):
             if not staged:
-                dst.set_dir_meta(path, st)
+                dst.set_dir_meta(path, st, self.preserve)
 
 
 def _mismatch_text(count: int, examples: List[str]) -> str:

@@ -15,7 +15,7 @@ import json
 import os
 import sqlite3
 import threading
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 from copy_offload.client.wire import RequestState
 
@@ -67,6 +67,19 @@ def _when(epoch: Optional[float]) -> Optional[dt.datetime]:
     return None if epoch is None else dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
 
 
+T = TypeVar("T")
+_INSERT = "INSERT OR REPLACE INTO requests (name, %s) VALUES (?%s)" % (", ".join(_COLUMNS), ", ?" * len(_COLUMNS))
+
+
+def _row(name: str, rec: RequestState, temporaries: Sequence[str]) -> tuple:
+    return (
+        name, rec.state, rec.status, rec.message, rec.command, rec.progress, rec.elapsed,
+        rec.last_message, _epoch(rec.last_message_time), _epoch(rec.start_time),
+        _epoch(rec.end_time), rec.bytes_total, rec.bytes_done, rec.files_total, rec.files_done,
+        rec.rate, json.dumps(list(temporaries)), json.dumps(rec.extra),
+    )
+
+
 class Store:
     """The request table and the name counter."""
 
@@ -111,33 +124,41 @@ class Store:
 
     def next_sequence(self) -> int:
         """The next request number; committed with a full sync, so it never comes back."""
+        return self._take_number(lambda _db, number: number)
+
+    def create(self, name_for: Callable[[int], str], rec: RequestState, temporaries: Sequence[str]) -> str:
+        """A new request's record under the name ``name_for(next number)``, both in one
+        transaction with one full sync (a request costs one disk flush before it is answered)."""
+
+        def insert(db: sqlite3.Connection, number: int) -> str:
+            name = name_for(number)
+            db.execute(_INSERT, _row(name, rec, temporaries))
+            return name
+
+        return self._take_number(insert)
+
+    def _take_number(self, then: Callable[[sqlite3.Connection, int], T]) -> T:
+        """Take the next request number and ``then(db, number)`` in one transaction."""
         with self._lock:
             db = self._db
             db.execute("PRAGMA synchronous=FULL")
             db.execute("BEGIN IMMEDIATE")
             try:
                 row = db.execute("SELECT value FROM meta WHERE key = 'sequence'").fetchone()
-                value = row[0] if row else 0
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sequence', ?)", (value + 1,))
+                number = row[0] if row else 0
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sequence', ?)", (number + 1,))
+                result = then(db, number)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            return value
+            return result
 
     def save(self, name: str, rec: RequestState, temporaries: Sequence[str] = (), durable: bool = True) -> None:
         """Insert or replace ``name``'s record; ``durable=False`` for progress updates."""
-        values = (
-            rec.state, rec.status, rec.message, rec.command, rec.progress, rec.elapsed,
-            rec.last_message, _epoch(rec.last_message_time), _epoch(rec.start_time),
-            _epoch(rec.end_time), rec.bytes_total, rec.bytes_done, rec.files_total, rec.files_done,
-            rec.rate, json.dumps(list(temporaries)), json.dumps(rec.extra),
-        )
-        sql = "INSERT OR REPLACE INTO requests (name, %s) VALUES (?%s)" % (
-            ", ".join(_COLUMNS), ", ?" * len(_COLUMNS))
         with self._lock:
             self._db.execute("PRAGMA synchronous=%s" % ("FULL" if durable else "NORMAL"))
-            self._db.execute(sql, (name, *values))
+            self._db.execute(_INSERT, _row(name, rec, temporaries))
 
     def load(self, name: str) -> Optional[RequestState]:
         with self._lock:
