@@ -507,3 +507,17 @@ def test_new_files_by_name_fail_naming_the_step_and_the_path(tmp_path, case):
         assert (info.value.step, info.value.path, info.value.code) == (
             "creating", str(tmp_path / "dst" / "f"), errno.EEXIST)
         assert (tmp_path / "dst" / "f").read_bytes() == b"in the way"
+
+
+@pytest.mark.parametrize("method", [1, 2])
+def test_new_files_by_name_copy_with_the_fallback_methods(tmp_path, method):
+    """Where copy_file_range was refused, the hot path copies with sendfile or pread/pwrite."""
+    data = {"f%d" % i: os.urandom(i * 5000) for i in range(5)}
+    for name, content in data.items():
+        write(str(tmp_path / "src" / name), content)
+    counter = [0, 0, 0, 0, 0]
+    worker = _names_copier(tmp_path, counter)
+    worker.method = method  # 1 = sendfile, 2 = pread/pwrite
+    worker.copy_batch((str(tmp_path / "src"), str(tmp_path / "dst"), sorted(data), False))
+    assert {name: (tmp_path / "dst" / name).read_bytes() for name in data} == data
+    assert counter[:2] == [sum(map(len, data.values())), 5]

@@ -155,9 +155,6 @@ class Copier:
         self.method = _CFR
         self.src_flags = _O_SRC | _O_NOATIME
         self.direct_min = direct_min  # files this big are written with O_DIRECT (0: never)
-        # Files up to this size are copied with one copy_file_range call (0 once it is refused);
-        # from direct_min up they are written with O_DIRECT.
-        self.small = min(chunk, direct_min - 1) if direct_min else chunk
         self._buffer: Optional[mmap.mmap] = None
 
     def copy_batch(self, batch: Sequence) -> None:
@@ -206,7 +203,7 @@ class Copier:
         to ``copy_entries``, which says what went wrong."""
         open_, fstat, cfr, close = os.open, os.fstat, os.copy_file_range, os.close
         src_flags, dst_flags, umask, preserve = self.src_flags, self.dst_flags, self.umask, self.preserve
-        limit = min(self.small, SPARSE_MIN - 1)  # larger files: the sparse check, chunks, O_DIRECT
+        limit = SPARSE_MIN - 1  # from 1 MiB on: the sparse check, chunks, O_DIRECT (copy_entries)
         counter, stopping = self.counter, self.stopping
         for name in entries:
             if stopping():
@@ -235,16 +232,16 @@ class Copier:
                 fo = open_(name, dst_flags, perm, dir_fd=dfd)
                 step = "copying"
                 if size:
-                    try:
-                        copied = cfr(fi, fo, size, 0, 0)
-                    except OSError as exc:
-                        if exc.errno not in FALLBACK_ERRNOS:
-                            raise
-                        copied = 0  # refused here: copy_range() falls back, as for any file
+                    copied = 0
+                    if self.method == _CFR:
+                        try:
+                            copied = cfr(fi, fo, size, 0, 0)
+                        except OSError as exc:  # refused here: copy_range() falls back, as for any file
+                            if exc.errno not in FALLBACK_ERRNOS:
+                                raise
                     counter[0] += copied
-                    if copied < size:  # short (or refused): the rest the usual way
+                    if copied < size:  # short, refused, or a fallback method already
                         self.copy_range(fi, fo, copied, size - copied)
-                        limit = min(self.small, SPARSE_MIN - 1)
                 step = "setting attributes of"
                 if perm & umask:
                     os.fchmod(fo, perm)
@@ -493,7 +490,6 @@ class Copier:
             except OSError as exc:
                 if exc.errno in FALLBACK_ERRNOS and method != _RW:
                     self.method = method + 1
-                    self.small = 0  # every file the general way from now on
                     continue
                 raise
             if got == 0:  # the source shrank since the walk: copy what there is
