@@ -86,10 +86,6 @@ class Stopped(Exception):
     """The job is stopping; leave the current file."""
 
 
-class _General(Exception):
-    """Internal: this entry goes the general way (``Copier.copy_entries``)."""
-
-
 def _failure(exc: OSError, step: str, src_dir: str, sname: str, dst_dir: str, dname: str) -> Failure:
     """The Failure of a file's ``step``, naming the source, the destination or both."""
     src = os.path.join(src_dir, sname)
@@ -208,11 +204,12 @@ class Copier:
         for name in entries:
             if stopping():
                 raise Stopped()
+            if name.__class__ is not str:  # a statted entry or a link
+                self.copy_entries(sfd, dfd, (name,), False, src_dir, dst_dir)
+                continue
             try:
-                if name.__class__ is not str:
-                    raise _General()
                 fi = open_(name, src_flags, dir_fd=sfd)
-            except (OSError, _General):  # a statted entry, or O_NOATIME refused, or a failure
+            except OSError:  # O_NOATIME refused, or a failure the general way names
                 self.copy_entries(sfd, dfd, (name,), False, src_dir, dst_dir)
                 continue
             fo = -1
@@ -280,7 +277,7 @@ class Copier:
                     raise Failure(0, "no longer a regular file (it changed while copying)", "reading",
                                   os.path.join(src_dir, sname))
                 size = st.st_size
-                sparse = size >= SPARSE_MIN and st.st_blocks * 512 < size
+                sparse = looks_sparse(st)
                 counter[4] += size
             else:
                 size, mode, sparse = known[3], known[4], known[7]
@@ -309,12 +306,9 @@ class Copier:
             step = "setting attributes of"
             if perm & self.umask:
                 os.fchmod(fo, perm)
-            if not self.preserve:
-                pass
-            elif st is not None:
-                os.utime(fo, ns=(st.st_atime_ns, st.st_mtime_ns))
-            else:
-                os.utime(fo, ns=(known[5], known[6]))  # type: ignore[index]
+            if self.preserve:
+                times = (st.st_atime_ns, st.st_mtime_ns) if st is not None else known[5:7]  # type: ignore[index]
+                os.utime(fo, ns=times)
             os.close(fo)
             fo = -1
             if temp is not None:
