@@ -49,6 +49,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from copy_offload.server.local.engine import CopyJob
 from served import ServedEngine
+from support import command_lines  # tests/ is on the path once served is imported
 
 OURS = "copy-offload"
 INPROC = "engine in-process"
@@ -118,18 +119,8 @@ def settle(base: str, limit: float = 400.0, normal: float = 60e-6) -> None:
 def earlier_removals(base_dir: str) -> list:
     """The pids of ``rm -rf`` processes an earlier run left removing its disk data in ``base_dir``."""
     prefix = os.path.join(base_dir, "bench-copy-")
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % entry, "rb") as handle:
-                argv = handle.read().split(b"\0")
-        except OSError:
-            continue
-        if argv[:2] == [b"rm", b"-rf"] and len(argv) > 2 and os.fsdecode(argv[2]).startswith(prefix):
-            found.append(int(entry))
-    return found
+    return [pid for pid, argv in command_lines()
+            if argv[:2] == [b"rm", b"-rf"] and len(argv) > 2 and os.fsdecode(argv[2]).startswith(prefix)]
 
 
 def wait_for_removals(base_dir: str, limit: float = 900.0) -> None:

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from copy_offload.server import pki
 
@@ -126,6 +126,18 @@ class ServerProcess:
         if self.process.stderr is not None:
             self.process.stderr.close()
         return self.process.returncode
+
+
+def command_lines() -> Iterator[Tuple[int, List[bytes]]]:
+    """(pid, argv) of every live process whose command line can be read (Linux /proc)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as handle:
+                yield int(entry), handle.read().split(b"\0")
+        except OSError:
+            continue
 
 
 def server_args(material: Material, *, tls: bool = True, token: bool = True, extra: Sequence[str] = ()) -> List[str]:

@@ -32,7 +32,7 @@ from nnf_support import (
     until,
     wait_done,
 )
-from support import status_doc
+from support import command_lines, status_doc
 
 pytestmark = [
     pytest.mark.dcp,
@@ -112,17 +112,10 @@ def _compute(world, rabbit_path):
 def _dcp_ranks(marker):
     """Live processes whose command line names ``marker`` and runs dcp."""
     found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as fh:
-                argv = fh.read().split(b"\0")
-        except OSError:
-            continue
+    for pid, argv in command_lines():
         named = argv and os.path.basename(argv[0]) == b"dcp" and any(marker.encode() in a for a in argv)
-        if named and alive(int(pid), process_start_time(int(pid))):
-            found.append(int(pid))
+        if named and alive(pid, process_start_time(pid)):
+            found.append(pid)
     return found
 
 
